@@ -1,0 +1,153 @@
+"""Endpoints and API keys.
+
+Keys live in :class:`Secret`, whose ``repr``/``str``/``format`` never show the value; every Secret's value
+is also registered so :func:`scrub_secrets` can remove it from error messages and logs.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import weakref
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "REGIONS",
+    "Endpoints",
+    "Secret",
+    "cloud_endpoints",
+    "get_api_key",
+    "local_endpoints",
+    "scrub_secrets",
+]
+
+_MASK = "********"
+_registered: weakref.WeakSet[Secret] = weakref.WeakSet()
+
+
+class Secret:
+    """A credential. Use :meth:`reveal` at the one place it is sent; nothing else shows it."""
+
+    __slots__ = ("__value", "__weakref__")
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str) or not value.strip():
+            from nbtoolkit.errors import ConfigError
+
+            raise ConfigError("An API key must be a non-empty string",
+                              "set DASHSCOPE_API_KEY or pass api_key='sk-…'")
+        self.__value = value.strip()
+        _registered.add(self)
+
+    def reveal(self) -> str:
+        """The raw value — only for the Authorization header or the SDK call that needs it."""
+        return self.__value
+
+    def __repr__(self) -> str:
+        return f"Secret('{_MASK}')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other.reveal() == self.__value
+
+    def __hash__(self) -> int:
+        return hash(self.__value)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickling a key (e.g. to a Dask worker) must be a deliberate act: reveal() and pass the str.
+        raise TypeError("Secret cannot be pickled; pass secret.reveal() explicitly where it must travel")
+
+    def _repr_html_(self) -> str:
+        return f"<code>{repr(self)}</code>"
+
+
+def scrub_secrets(text: str) -> str:
+    """Replace every registered secret value (and its Bearer form) in ``text`` with a mask."""
+    for secret in list(_registered):
+        value = secret.reveal()
+        if value and value in text:
+            text = text.replace(value, _MASK)
+    return text
+
+
+def get_api_key(api_key: str | Secret | None = None, *, prompt: bool = False) -> Secret | None:
+    """The DashScope key from the argument, else ``DASHSCOPE_API_KEY``, else (if ``prompt``) a prompt.
+
+    Returns ``None`` when no key is available and ``prompt`` is false: the caller then uses the offline
+    engine.
+    """
+    if isinstance(api_key, Secret):
+        return api_key
+    if api_key:
+        return Secret(api_key)
+    env = os.environ.get("DASHSCOPE_API_KEY", "").strip()
+    if env:
+        return Secret(env)
+    if prompt:
+        typed = getpass.getpass("DashScope API key (input hidden): ")
+        return Secret(typed) if typed.strip() else None
+    return None
+
+
+Region = Literal["cn", "intl"]
+
+#: Cloud hosts per region: mainland China (Beijing) and international (Singapore).
+REGIONS: dict[str, str] = {
+    "cn": "dashscope.aliyuncs.com",
+    "intl": "dashscope-intl.aliyuncs.com",
+}
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where each protocol lives, and the key to use there. ``local`` is true for the offline engine."""
+
+    http_base: str  # …/api/v1 (MultiModalConversation)
+    websocket_base: str  # …/api-ws/v1/inference (MultiModalDialog)
+    realtime_url: str  # …/api-ws/v1/realtime (Omni; clients append ?model=)
+    audio_modalities_url: str | None  # …/audio/chat/completions (local engine only)
+    api_key: Secret = field(repr=True)
+    local: bool = False
+    region: str = "local"
+
+    def _repr_html_(self) -> str:
+        where = "offline engine on 127.0.0.1" if self.local else f"DashScope cloud ({self.region})"
+        return f"<b>nbtoolkit endpoints</b>: {where}<br><code>{self.http_base}</code>"
+
+
+def cloud_endpoints(api_key: Secret, region: str = "cn") -> Endpoints:
+    """Endpoints of the DashScope cloud in ``region`` ("cn" or "intl")."""
+    if region not in REGIONS:
+        from nbtoolkit.errors import ConfigError
+
+        raise ConfigError(f"Unknown region {region!r}", f"use one of {sorted(REGIONS)}")
+    host = REGIONS[region]
+    return Endpoints(
+        http_base=f"https://{host}/api/v1",
+        websocket_base=f"wss://{host}/api-ws/v1/inference",
+        realtime_url=f"wss://{host}/api-ws/v1/realtime",
+        audio_modalities_url=None,
+        api_key=api_key,
+        local=False,
+        region=region,
+    )
+
+
+def local_endpoints(base_url: str, token: Secret) -> Endpoints:
+    """Endpoints of a local server at ``base_url`` (e.g. ``http://127.0.0.1:8765``)."""
+    base = base_url.rstrip("/")
+    ws = "ws" + base[len("http"):]
+    return Endpoints(
+        http_base=f"{base}/api/v1",
+        websocket_base=f"{ws}/api-ws/v1/inference",
+        realtime_url=f"{ws}/api-ws/v1/realtime",
+        audio_modalities_url=f"{base}/audio/chat/completions",
+        api_key=token,
+        local=True,
+        region="local",
+    )

@@ -1,0 +1,49 @@
+"""``nbtoolkit.connect()``: the cloud when a key is set, otherwise the offline engine on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from nbtoolkit.config import Endpoints, Secret, cloud_endpoints, get_api_key
+
+if TYPE_CHECKING:
+    from nbtoolkit.local.server import LocalServer
+
+__all__ = ["connect", "local_server"]
+
+_lock = threading.Lock()
+_server: LocalServer | None = None
+
+
+def local_server() -> LocalServer:
+    """The process-wide local server, started on first use."""
+    global _server
+    with _lock:
+        if _server is None:
+            from nbtoolkit.local.server import start
+
+            _server = start()
+        return _server
+
+
+def connect(api_key: str | Secret | None = None, *, region: str = "cn",
+            local: bool | None = None, quiet: bool = False) -> Endpoints:
+    """Pick where requests go and return the :class:`~nbtoolkit.config.Endpoints`.
+
+    With a key (argument or ``DASHSCOPE_API_KEY``) and ``local`` not true: the DashScope cloud in
+    ``region`` ("cn" = Beijing, "intl" = Singapore). Otherwise the bundled offline engine is started on
+    127.0.0.1 and one line says so.
+    """
+    key = None if local else get_api_key(api_key)
+    if key is not None:
+        endpoints = cloud_endpoints(key, region)
+        if not quiet:
+            print(f"nbtoolkit: using the DashScope cloud ({region}).")
+        return endpoints
+    server = local_server()
+    if not quiet:
+        reason = "local=True" if local else "no DASHSCOPE_API_KEY is set"
+        print(f"nbtoolkit: {reason}, so answers come from the offline engine at {server.base_url} "
+              "(pocketsphinx + eSpeak NG; it is not the cloud model).")
+    return server.endpoints

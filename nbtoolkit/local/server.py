@@ -1,0 +1,150 @@
+"""The local server: one FastAPI app on one loopback port that speaks every backend's protocol.
+
+Routes (each in :mod:`nbtoolkit.local.routes`):
+
+* ``POST /api/v1/services/aigc/multimodal-generation/generation`` — Qwen-Audio (JSON and SSE)
+* ``GET /api/v1/uploads`` + ``POST /oss`` — the SDK's ``file://`` upload flow
+* ``WS /api-ws/v1/inference`` — MultiModalDialog
+* ``WS /api-ws/v1/realtime?model=…`` — Qwen-Omni realtime
+* ``POST /audio/chat/completions`` — the audio-modalities SSE format Agora's engine calls
+
+Use :func:`start` for a background server in a notebook or test, or ``nbtoolkit serve``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import secrets
+import socket
+import threading
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from nbtoolkit.config import Endpoints, Secret, local_endpoints
+from nbtoolkit.errors import ConfigError
+from nbtoolkit.local.faults import Faults
+
+__all__ = ["MAX_HTTP_BODY", "MAX_WS_MESSAGE", "LocalServer", "create_app", "start"]
+
+log = logging.getLogger("nbtoolkit.local")
+
+MAX_WS_MESSAGE = 16 * 1024 * 1024
+MAX_HTTP_BODY = 10 * 1024 * 1024
+
+_ROUTE_MODULES = ("conversation", "uploads", "dialog", "realtime", "audio_modalities")
+
+
+def create_app(token: str, engine: Any = None, faults: Faults | None = None) -> FastAPI:
+    """The ASGI app. ``engine`` defaults to the offline :class:`~nbtoolkit.local.engine.Engine`."""
+    app = FastAPI(title="nbtoolkit local engine", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.token = token
+    app.state.faults = faults or Faults()
+    app.state.uploads = {}  # oss key -> bytes
+    if engine is None:
+        from nbtoolkit.local.engine import Engine
+
+        engine = Engine()
+    app.state.engine = engine
+
+    @app.exception_handler(HTTPException)
+    async def _dashscope_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # DashScope clients read {code, message, request_id} at the top level of an error body.
+        body = exc.detail if isinstance(exc.detail, dict) else {"code": "InvalidParameter",
+                                                                 "message": str(exc.detail)}
+        body = {"request_id": secrets.token_hex(16), **body}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    for name in _ROUTE_MODULES:
+        module = importlib.import_module(f"nbtoolkit.local.routes.{name}")
+        app.include_router(module.router)
+    return app
+
+
+class LocalServer:
+    """A running server (uvicorn in a daemon thread). Stop it with :meth:`stop` or ``with``."""
+
+    def __init__(self, app: FastAPI, sock: socket.socket) -> None:
+        self.app = app
+        self._sock = sock
+        host, port = sock.getsockname()[:2]
+        self.host, self.port = host, port
+        config = uvicorn.Config(app, log_level="warning", ws_max_size=MAX_WS_MESSAGE,
+                                ws_ping_interval=None, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name=f"nbtoolkit-local:{port}", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def token(self) -> Secret:
+        return Secret(self.app.state.token)
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return local_endpoints(self.base_url, self.token)
+
+    @property
+    def engine(self) -> Any:
+        return self.app.state.engine
+
+    @property
+    def faults(self) -> Faults:
+        return self.app.state.faults  # type: ignore[no-any-return]
+
+    @faults.setter
+    def faults(self, value: Faults) -> None:
+        self.app.state.faults = value
+
+    def start(self, timeout: float = 30.0) -> LocalServer:
+        self._thread.start()
+        ready = threading.Event()
+
+        def _wait() -> None:
+            while not self._server.started and self._thread.is_alive():
+                threading.Event().wait(0.01)
+            ready.set()
+
+        threading.Thread(target=_wait, daemon=True).start()
+        if not ready.wait(timeout) or not self._server.started:
+            raise ConfigError(f"The local server did not start within {timeout:.0f} s",
+                              "run `nbtoolkit doctor` to see what is missing")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+        self._sock.close()
+
+    def __enter__(self) -> LocalServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LocalServer({self.base_url}, token={self.token!r})"
+
+
+def start(host: str = "127.0.0.1", port: int = 0, token: str | None = None,
+          engine: Any = None, faults: Faults | None = None) -> LocalServer:
+    """Start the local server in a background thread and return it once it accepts connections.
+
+    ``port=0`` picks a free port. ``host`` must be a loopback address: the server has no TLS and its
+    token is meant for this machine only.
+    """
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"The local server binds loopback only, not {host!r}",
+                          "use 127.0.0.1 (tunnel with ssh -L if you need it elsewhere)")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    app = create_app(token or secrets.token_urlsafe(24), engine=engine, faults=faults)
+    return LocalServer(app, sock).start()
