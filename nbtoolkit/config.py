@@ -35,8 +35,10 @@ class Secret:
         if not isinstance(value, str) or not value.strip():
             from nbtoolkit.errors import ConfigError
 
-            raise ConfigError("An API key must be a non-empty string",
-                              "set DASHSCOPE_API_KEY or pass api_key='sk-…'")
+            raise ConfigError(
+                "An API key must be a non-empty string",
+                "set DASHSCOPE_API_KEY or pass api_key='sk-…'",
+            )
         self.__value = value.strip()
         _registered.add(self)
 
@@ -60,10 +62,12 @@ class Secret:
 
     def __reduce__(self) -> tuple[object, ...]:
         # Pickling a key (e.g. to a Dask worker) must be a deliberate act: reveal() and pass the str.
-        raise TypeError("Secret cannot be pickled; pass secret.reveal() explicitly where it must travel")
+        raise TypeError(
+            "Secret cannot be pickled; pass secret.reveal() explicitly where it must travel"
+        )
 
     def _repr_html_(self) -> str:
-        return f"<code>{repr(self)}</code>"
+        return f"<code>{self!r}</code>"
 
 
 def scrub_secrets(text: str) -> str:
@@ -141,7 +145,7 @@ def cloud_endpoints(api_key: Secret, region: str = "cn") -> Endpoints:
 def local_endpoints(base_url: str, token: Secret) -> Endpoints:
     """Endpoints of a local server at ``base_url`` (e.g. ``http://127.0.0.1:8765``)."""
     base = base_url.rstrip("/")
-    ws = "ws" + base[len("http"):]
+    ws = "ws" + base[len("http") :]
     return Endpoints(
         http_base=f"{base}/api/v1",
         websocket_base=f"{ws}/api-ws/v1/inference",

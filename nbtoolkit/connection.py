@@ -27,8 +27,13 @@ def local_server() -> LocalServer:
         return _server
 
 
-def connect(api_key: str | Secret | None = None, *, region: str = "cn",
-            local: bool | None = None, quiet: bool = False) -> Endpoints:
+def connect(
+    api_key: str | Secret | None = None,
+    *,
+    region: str = "cn",
+    local: bool | None = None,
+    quiet: bool = False,
+) -> Endpoints:
     """Pick where requests go and return the :class:`~nbtoolkit.config.Endpoints`.
 
     With a key (argument or ``DASHSCOPE_API_KEY``) and ``local`` not true: the DashScope cloud in
@@ -44,6 +49,8 @@ def connect(api_key: str | Secret | None = None, *, region: str = "cn",
     server = local_server()
     if not quiet:
         reason = "local=True" if local else "no DASHSCOPE_API_KEY is set"
-        print(f"nbtoolkit: {reason}, so answers come from the offline engine at {server.base_url} "
-              "(pocketsphinx + eSpeak NG; it is not the cloud model).")
+        print(
+            f"nbtoolkit: {reason}, so answers come from the offline engine at {server.base_url} "
+            "(pocketsphinx + eSpeak NG; it is not the cloud model)."
+        )
     return server.endpoints

@@ -89,8 +89,9 @@ class AuthError(BackendError):
 class RateLimited(BackendError):
     """HTTP 429 / throttling. ``retry_after`` is the server's hint in seconds, if any."""
 
-    def __init__(self, problem: str, fix: str | None = None, *, retry_after: float | None = None,
-                 **kw: Any) -> None:
+    def __init__(
+        self, problem: str, fix: str | None = None, *, retry_after: float | None = None, **kw: Any
+    ) -> None:
         super().__init__(problem, fix, **kw)
         self.retry_after = retry_after
 

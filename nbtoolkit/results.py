@@ -7,6 +7,7 @@ Plain dataclasses; rich display lives in ``_repr_html_`` and the plots in :mod:`
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +40,19 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
     def __add__(self, other: Usage) -> Usage:
-        model = self.model if self.model == other.model or not other.model else (self.model or other.model)
-        return Usage(model, self.input_text + other.input_text, self.input_audio + other.input_audio,
-                     self.input_image + other.input_image, self.output_text + other.output_text,
-                     self.output_audio + other.output_audio)
+        model = (
+            self.model
+            if self.model == other.model or not other.model
+            else (self.model or other.model)
+        )
+        return Usage(
+            model,
+            self.input_text + other.input_text,
+            self.input_audio + other.input_audio,
+            self.input_image + other.input_image,
+            self.output_text + other.output_text,
+            self.output_audio + other.output_audio,
+        )
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,7 @@ class Timeline:
     def __len__(self) -> int:
         return len(self.events)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Event]:
         return iter(self.events)
 
 

@@ -44,8 +44,10 @@ class Clip:
         rate = _check_rate(self.rate)
         arr = np.asarray(self.samples)
         if arr.dtype != np.int16 or arr.ndim != 1:
-            raise AudioError("Clip samples must be a 1-D int16 array",
-                             "use Clip.from_array(), which converts any numeric array")
+            raise AudioError(
+                "Clip samples must be a 1-D int16 array",
+                "use Clip.from_array(), which converts any numeric array",
+            )
         arr = arr.copy() if arr.flags.writeable else arr
         arr.flags.writeable = False
         object.__setattr__(self, "samples", arr)
@@ -60,18 +62,24 @@ class Clip:
         if arr.size == 0:
             raise AudioError("The audio is empty (0 samples)", "record or load some sound first")
         if arr.dtype.kind not in "fiub":
-            raise AudioError(f"Array of dtype {arr.dtype} is not audio",
-                             "pass float samples in −1…1 or integer PCM")
+            raise AudioError(
+                f"Array of dtype {arr.dtype} is not audio",
+                "pass float samples in −1…1 or integer PCM",
+            )
         if arr.ndim == 2:
             # channels are the shorter axis: (n, ch) or (ch, n)
             arr = arr.mean(axis=1 if arr.shape[1] <= arr.shape[0] else 0)
         elif arr.ndim != 1:
-            raise AudioError(f"Array of shape {arr.shape} is not audio",
-                             "pass shape (samples,) or (samples, channels)")
+            raise AudioError(
+                f"Array of shape {arr.shape} is not audio",
+                "pass shape (samples,) or (samples, channels)",
+            )
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)):
-                raise AudioError("The audio contains NaN or infinite samples",
-                                 "clean the array (e.g. np.nan_to_num) before making a Clip")
+                raise AudioError(
+                    "The audio contains NaN or infinite samples",
+                    "clean the array (e.g. np.nan_to_num) before making a Clip",
+                )
             pcm = np.clip(np.round(arr * 32767.0), -32768, 32767).astype(np.int16)
         elif arr.dtype == np.int16:
             pcm = arr.astype(np.int16)
@@ -95,8 +103,10 @@ class Clip:
         if not raw:
             raise AudioError("The PCM data is empty", "send at least one 16-bit sample")
         if len(raw) % 2:
-            raise AudioError(f"PCM16 data must have an even number of bytes (got {len(raw)})",
-                             "check that the stream is 16-bit mono and was not cut mid-sample")
+            raise AudioError(
+                f"PCM16 data must have an even number of bytes (got {len(raw)})",
+                "check that the stream is 16-bit mono and was not cut mid-sample",
+            )
         return cls(np.frombuffer(raw, dtype="<i2").astype(np.int16), rate)
 
     @classmethod
@@ -141,8 +151,11 @@ class Clip:
         return len(self.samples)
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Clip) and other.rate == self.rate
-                and np.array_equal(other.samples, self.samples))
+        return (
+            isinstance(other, Clip)
+            and other.rate == self.rate
+            and np.array_equal(other.samples, self.samples)
+        )
 
     def __hash__(self) -> int:
         return hash((self.rate, self.samples.tobytes()))
@@ -171,8 +184,11 @@ class Clip:
         stop = len(self.samples) if key.stop is None else max(0, round(key.stop * self.rate))
         part = self.samples[start:stop]
         if part.size == 0:
-            raise AudioError(f"The slice {key.start}:{key.stop} s is empty "
-                             f"(the clip is {self.duration:.2f} s long)", "choose a range inside the clip")
+            raise AudioError(
+                f"The slice {key.start}:{key.stop} s is empty "
+                f"(the clip is {self.duration:.2f} s long)",
+                "choose a range inside the clip",
+            )
         return Clip(part, self.rate)
 
     def __add__(self, other: Clip) -> Clip:

@@ -24,20 +24,28 @@ def _read_source(source: Any) -> tuple[bytes, str]:
     if isinstance(source, str) and source.startswith("file://"):
         source = unquote(urlparse(source).path)
     if isinstance(source, str) and "://" in source:
-        raise AudioError(f"Cannot load {source!r}: only local files and file:// URLs are read here",
-                         "download the file first, or pass the URL straight to a backend")
+        raise AudioError(
+            f"Cannot load {source!r}: only local files and file:// URLs are read here",
+            "download the file first, or pass the URL straight to a backend",
+        )
     if isinstance(source, (str, Path)):
         p = Path(source).expanduser()
         if not p.is_file():
-            raise AudioError(f"No audio file at {p}", "check the path (relative paths start from the "
-                             "notebook's folder)")
+            raise AudioError(
+                f"No audio file at {p}",
+                "check the path (relative paths start from the notebook's folder)",
+            )
         size = p.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise AudioError(f"{p} is {size / 1e6:.0f} MB, over the {MAX_FILE_BYTES // 2**20} MiB limit",
-                             "cut the file first (e.g. with ffmpeg -t)")
+            raise AudioError(
+                f"{p} is {size / 1e6:.0f} MB, over the {MAX_FILE_BYTES // 2**20} MiB limit",
+                "cut the file first (e.g. with ffmpeg -t)",
+            )
         return p.read_bytes(), str(p)
-    raise AudioError(f"Cannot load audio from a {type(source).__name__}",
-                     "pass a path, file:// URL, bytes, numpy array (Clip.from_array) or Clip")
+    raise AudioError(
+        f"Cannot load audio from a {type(source).__name__}",
+        "pass a path, file:// URL, bytes, numpy array (Clip.from_array) or Clip",
+    )
 
 
 def decode(source: Any) -> Clip:
@@ -51,12 +59,18 @@ def decode(source: Any) -> Clip:
         with av.open(io.BytesIO(data), mode="r") as container:
             streams = [s for s in container.streams if s.type == "audio"]
             if not streams:
-                raise AudioError(f"{name} has no audio stream", "choose an audio file (WAV, MP3, FLAC, OGG, WebM…)")
+                raise AudioError(
+                    f"{name} has no audio stream",
+                    "choose an audio file (WAV, MP3, FLAC, OGG, WebM…)",
+                )
             stream = streams[0]
-            resampler = av.AudioResampler(format="fltp", layout="mono", rate=stream.rate or None)
+            rate_in = getattr(stream, "rate", None) or None
+            resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate_in)
             parts: list[np.ndarray] = []
             rate = 0
             for frame in container.decode(stream):
+                if not isinstance(frame, av.AudioFrame):
+                    continue
                 for out in resampler.resample(frame):
                     rate = out.sample_rate
                     parts.append(out.to_ndarray().reshape(-1))
@@ -66,8 +80,10 @@ def decode(source: Any) -> Clip:
     except AudioError:
         raise
     except (av.error.FFmpegError, ValueError, EOFError) as exc:
-        raise AudioError(f"{name} could not be decoded as audio ({type(exc).__name__}: {exc})",
-                         "check that it is a complete WAV/MP3/FLAC/OGG/WebM file") from None
+        raise AudioError(
+            f"{name} could not be decoded as audio ({type(exc).__name__}: {exc})",
+            "check that it is a complete WAV/MP3/FLAC/OGG/WebM file",
+        ) from None
     if not parts or sum(p.size for p in parts) == 0:
         raise AudioError(f"{name} decoded to no samples", "the file holds no sound; record again")
     samples = np.concatenate(parts)

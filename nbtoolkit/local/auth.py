@@ -38,13 +38,16 @@ def check_http(request: Request) -> None:
     if not _token_ok(token, request.headers.get("authorization")):
         raise HTTPException(
             status_code=401,
-            detail={"code": "InvalidApiKey",
-                    "message": "Invalid API-key provided: the local nbtoolkit server wants the token "
-                               "printed by `nbtoolkit serve` (or use nbtoolkit.connect())."},
+            detail={
+                "code": "InvalidApiKey",
+                "message": "Invalid API-key provided: the local nbtoolkit server wants the token "
+                "printed by `nbtoolkit serve` (or use nbtoolkit.connect()).",
+            },
         )
     if not origin_allowed(request.headers.get("origin")):
-        raise HTTPException(status_code=403, detail={"code": "AccessDenied",
-                                                     "message": "Origin not allowed"})
+        raise HTTPException(
+            status_code=403, detail={"code": "AccessDenied", "message": "Origin not allowed"}
+        )
 
 
 async def check_websocket(ws: WebSocket) -> bool:

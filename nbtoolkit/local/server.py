@@ -53,8 +53,11 @@ def create_app(token: str, engine: Any = None, faults: Faults | None = None) -> 
     @app.exception_handler(HTTPException)
     async def _dashscope_error(request: Request, exc: HTTPException) -> JSONResponse:
         # DashScope clients read {code, message, request_id} at the top level of an error body.
-        body = exc.detail if isinstance(exc.detail, dict) else {"code": "InvalidParameter",
-                                                                 "message": str(exc.detail)}
+        body = (
+            exc.detail
+            if isinstance(exc.detail, dict)
+            else {"code": "InvalidParameter", "message": str(exc.detail)}
+        )
         body = {"request_id": secrets.token_hex(16), **body}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
@@ -72,11 +75,20 @@ class LocalServer:
         self._sock = sock
         host, port = sock.getsockname()[:2]
         self.host, self.port = host, port
-        config = uvicorn.Config(app, log_level="warning", ws_max_size=MAX_WS_MESSAGE,
-                                ws_ping_interval=None, lifespan="off")
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            ws_max_size=MAX_WS_MESSAGE,
+            ws_ping_interval=None,
+            lifespan="off",
+        )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name=f"nbtoolkit-local:{port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [sock]},
+            name=f"nbtoolkit-local:{port}",
+            daemon=True,
+        )
 
     @property
     def base_url(self) -> str:
@@ -96,7 +108,8 @@ class LocalServer:
 
     @property
     def faults(self) -> Faults:
-        return self.app.state.faults  # type: ignore[no-any-return]
+        faults: Faults = self.app.state.faults
+        return faults
 
     @faults.setter
     def faults(self, value: Faults) -> None:
@@ -113,8 +126,10 @@ class LocalServer:
 
         threading.Thread(target=_wait, daemon=True).start()
         if not ready.wait(timeout) or not self._server.started:
-            raise ConfigError(f"The local server did not start within {timeout:.0f} s",
-                              "run `nbtoolkit doctor` to see what is missing")
+            raise ConfigError(
+                f"The local server did not start within {timeout:.0f} s",
+                "run `nbtoolkit doctor` to see what is missing",
+            )
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -132,16 +147,23 @@ class LocalServer:
         return f"LocalServer({self.base_url}, token={self.token!r})"
 
 
-def start(host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-          engine: Any = None, faults: Faults | None = None) -> LocalServer:
+def start(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    engine: Any = None,
+    faults: Faults | None = None,
+) -> LocalServer:
     """Start the local server in a background thread and return it once it accepts connections.
 
     ``port=0`` picks a free port. ``host`` must be a loopback address: the server has no TLS and its
     token is meant for this machine only.
     """
     if host not in ("127.0.0.1", "localhost", "::1"):
-        raise ConfigError(f"The local server binds loopback only, not {host!r}",
-                          "use 127.0.0.1 (tunnel with ssh -L if you need it elsewhere)")
+        raise ConfigError(
+            f"The local server binds loopback only, not {host!r}",
+            "use 127.0.0.1 (tunnel with ssh -L if you need it elsewhere)",
+        )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
