@@ -19,6 +19,7 @@ from nbtoolkit.errors import (
     RateLimited,
     ServerError,
 )
+from nbtoolkit.ledger import Ledger, session_ledger, set_session_budget
 from nbtoolkit.results import Reply, Timeline, Turn, Usage
 
 __version__ = "0.1.0"
@@ -33,6 +34,7 @@ __all__ = [
     "ConnectionLost",
     "Endpoints",
     "ImageError",
+    "Ledger",
     "NbToolkitError",
     "ProtocolError",
     "RateLimited",
@@ -43,4 +45,6 @@ __all__ = [
     "Turn",
     "Usage",
     "connect",
+    "session_ledger",
+    "set_session_budget",
 ]

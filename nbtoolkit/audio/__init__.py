@@ -1,6 +1,7 @@
-"""Audio: the :class:`Clip` value object, decoding, resampling and features."""
+"""Audio: the :class:`Clip` value object, decoding and encoding (PyAV), resampling (soxr), features."""
 
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.audio.decode import decode
+from nbtoolkit.audio.encode import encode
 
-__all__ = ["Clip", "decode"]
+__all__ = ["Clip", "decode", "encode"]

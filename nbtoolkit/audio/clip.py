@@ -19,9 +19,17 @@ __all__ = ["MAX_RATE", "MIN_RATE", "Clip"]
 MIN_RATE = 1000
 MAX_RATE = 384_000
 
+#: Float input peaking above this is integer PCM stored as floats, not −1…1 audio; clipping it
+#: would turn the sound into a square wave, so it is refused rather than silently ruined.
+_FLOAT_PEAK_LIMIT = 2.0
 
-def _check_rate(rate: int) -> int:
-    if not isinstance(rate, (int, np.integer)) or not (MIN_RATE <= int(rate) <= MAX_RATE):
+
+def _check_rate(rate: Any) -> int:
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, (int, np.integer))
+        or not (MIN_RATE <= int(rate) <= MAX_RATE)
+    ):
         raise AudioError(
             f"Sample rate {rate!r} is not usable",
             f"give a whole number of Hz between {MIN_RATE} and {MAX_RATE} (speech is usually 16000)",
@@ -29,12 +37,40 @@ def _check_rate(rate: int) -> int:
     return int(rate)
 
 
+def _to_pcm16(arr: np.ndarray) -> np.ndarray:
+    """Element-wise conversion of float (−1…1) or integer samples of any shape to int16."""
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise AudioError(
+                "The audio contains NaN or infinite samples",
+                "clean the array (e.g. np.nan_to_num) before making a Clip",
+            )
+        peak = float(np.max(np.abs(arr)))
+        if peak > _FLOAT_PEAK_LIMIT:
+            raise AudioError(
+                f"Float samples reach {peak:g}, but float audio must lie in −1…1",
+                "divide by 32768 if these are 16-bit values, or pass the integer array itself",
+            )
+        # × 32768 with clipping: the inverse of to_float() and of FFmpeg's s16 → float, so round trips are exact
+        return np.clip(np.round(arr * 32768.0), -32768, 32767).astype(np.int16)
+    if arr.dtype == np.int16:
+        return arr
+    info = np.iinfo(arr.dtype)
+    if arr.dtype.kind == "u":
+        mid = (int(info.max) + 1) // 2
+        scaled = (arr.astype(np.float64) - mid) / mid
+    else:
+        scaled = arr.astype(np.float64) / (int(info.max) + 1)
+    return np.clip(np.round(scaled * 32768.0), -32768, 32767).astype(np.int16)
+
+
 @dataclass(frozen=True, eq=False)
 class Clip:
     """Mono 16-bit PCM audio. Build one with :meth:`load`, :meth:`from_array` or :meth:`from_pcm`.
 
     The samples are a read-only ``int16`` numpy array, so a Clip can be shared safely between threads,
-    widgets and backends.
+    widgets and backends. In a notebook a Clip shows itself as a small waveform and a player whose
+    embedded audio is bounded (see :meth:`_repr_html_`).
     """
 
     samples: np.ndarray
@@ -56,43 +92,31 @@ class Clip:
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_array(cls, data: Any, rate: int) -> Clip:
-        """From a numpy array: float (−1…1) or integer, mono ``(n,)`` or multi-channel ``(n, ch)``."""
+        """From a numpy array: float (−1…1) or integer PCM, mono or multi-channel, at ``rate`` Hz.
+
+        Multi-channel input may be ``(n, channels)`` or ``(channels, n)`` (the shorter axis is taken
+        as channels) and is mixed down to mono. Unsigned integers are offset binary (as in 8-bit WAV).
+        """
         _check_rate(rate)
         arr = np.asarray(data)
         if arr.size == 0:
             raise AudioError("The audio is empty (0 samples)", "record or load some sound first")
-        if arr.dtype.kind not in "fiub":
+        if arr.dtype.kind == "b":
+            raise AudioError("A boolean array is not audio", "pass float or integer samples")
+        if arr.dtype.kind not in "fiu":
             raise AudioError(
-                f"Array of dtype {arr.dtype} is not audio",
+                f"An array of dtype {arr.dtype} is not audio",
                 "pass float samples in −1…1 or integer PCM",
             )
-        if arr.ndim == 2:
-            # channels are the shorter axis: (n, ch) or (ch, n)
-            arr = arr.mean(axis=1 if arr.shape[1] <= arr.shape[0] else 0)
-        elif arr.ndim != 1:
+        if arr.ndim not in (1, 2):
             raise AudioError(
-                f"Array of shape {arr.shape} is not audio",
+                f"An array of shape {arr.shape} is not audio",
                 "pass shape (samples,) or (samples, channels)",
             )
-        if arr.dtype.kind == "f":
-            if not np.all(np.isfinite(arr)):
-                raise AudioError(
-                    "The audio contains NaN or infinite samples",
-                    "clean the array (e.g. np.nan_to_num) before making a Clip",
-                )
-            pcm = np.clip(np.round(arr * 32767.0), -32768, 32767).astype(np.int16)
-        elif arr.dtype == np.int16:
-            pcm = arr.astype(np.int16)
-        elif arr.dtype.kind == "b":
-            raise AudioError("A boolean array is not audio", "pass float or integer samples")
-        else:
-            info = np.iinfo(arr.dtype)
-            if arr.dtype.kind == "u":
-                mid = (int(info.max) + 1) // 2
-                scaled = (arr.astype(np.float64) - mid) / mid
-            else:
-                scaled = arr.astype(np.float64) / (int(info.max) + 1)
-            pcm = np.clip(np.round(scaled * 32768.0), -32768, 32767).astype(np.int16)
+        pcm = _to_pcm16(arr)
+        if pcm.ndim == 2:
+            channel_axis = 1 if pcm.shape[1] <= pcm.shape[0] else 0
+            pcm = np.round(pcm.mean(axis=channel_axis, dtype=np.float64)).astype(np.int16)
         return cls(pcm, rate)
 
     @classmethod
@@ -111,19 +135,45 @@ class Clip:
 
     @classmethod
     def silence(cls, seconds: float, rate: int = 16000) -> Clip:
-        """``seconds`` of digital silence."""
+        """``seconds`` of digital silence (at least one sample)."""
         return cls(np.zeros(max(1, round(seconds * rate)), dtype=np.int16), rate)
 
     @classmethod
-    def load(cls, source: Any, rate: int | None = None) -> Clip:
+    def load(cls, source: Any, rate: int | None = None, *, allow_truncated: bool = False) -> Clip:
         """From a path, ``file://`` URL, bytes of an encoded file (WAV/MP3/FLAC/OGG/WebM…), or a Clip.
 
-        ``rate`` resamples the result. Decoding uses PyAV; see :mod:`nbtoolkit.audio.decode`.
+        ``rate`` resamples the result. Decoding uses PyAV; see :func:`nbtoolkit.audio.decode.decode`
+        (also for ``allow_truncated``). For numpy arrays use :meth:`from_array`, for raw PCM
+        :meth:`from_pcm`.
         """
         from nbtoolkit.audio.decode import decode
 
-        clip = source if isinstance(source, Clip) else decode(source)
+        clip = (
+            source if isinstance(source, Clip) else decode(source, allow_truncated=allow_truncated)
+        )
         return clip.resample(rate) if rate else clip
+
+    @classmethod
+    def from_ipywebrtc(cls, recorder: Any, rate: int | None = None) -> Clip:
+        """From an ipywebrtc ``AudioRecorder`` (or its ``.audio`` widget) after a recording.
+
+        The browser's MediaRecorder hands over WebM/Opus at 48 kHz; ``rate`` resamples it
+        (16000 suits speech models).
+        """
+        media = getattr(recorder, "audio", recorder)
+        value = getattr(media, "value", None)
+        if value is None:
+            raise AudioError(
+                f"A {type(recorder).__name__} is not an ipywebrtc recorder",
+                "pass the ipywebrtc.AudioRecorder you recorded with",
+            )
+        data = bytes(value)
+        if not data:
+            raise AudioError(
+                "The recorder holds no recording yet",
+                "press the record button, speak, press stop, then run this cell again",
+            )
+        return cls.load(data, rate)
 
     # ----------------------------------------------------------------- properties
     @property
@@ -133,6 +183,7 @@ class Clip:
 
     @property
     def nbytes(self) -> int:
+        """Size of the PCM16 samples in bytes."""
         return int(self.samples.nbytes)
 
     @property
@@ -163,6 +214,18 @@ class Clip:
     def __repr__(self) -> str:
         return f"Clip({self.duration:.2f} s, {self.rate} Hz, {self.dbfs:.1f} dBFS)"
 
+    def _repr_html_(self) -> str:
+        """A compact inline waveform (SVG, numpy only) and an ``<audio>`` player.
+
+        Bounded: the player embeds at most the first
+        :data:`nbtoolkit.display.player.MAX_EMBED_SECONDS` (30 s) as 16 kHz mono WAV (about 1.3 MB of
+        base64 at most) and says "(first 30 s of 5 min)" when it cuts; the waveform always covers the
+        whole clip. matplotlib is not used.
+        """
+        from nbtoolkit.display.player import Player
+
+        return Player(self)._repr_html_()
+
     # ----------------------------------------------------------------- transforms
     def resample(self, rate: int) -> Clip:
         """The same sound at ``rate`` Hz (soxr, high quality)."""
@@ -171,10 +234,13 @@ class Clip:
         rate = _check_rate(rate)
         if rate == self.rate:
             return self
-        out = soxr.resample(self.samples, self.rate, rate, quality="HQ")
+        if not self.samples.size:
+            return Clip(self.samples, rate)
+        # in float: soxr's int16 output adds dither, which would turn digital silence into noise
+        out = soxr.resample(self.to_float(), self.rate, rate, quality="HQ")
         if out.size == 0:
-            out = np.zeros(1, dtype=np.int16)
-        return Clip(np.asarray(out, dtype=np.int16), rate)
+            return Clip(np.zeros(1, dtype=np.int16), rate)
+        return Clip(_to_pcm16(np.clip(out, -1.0, 1.0)), rate)
 
     def __getitem__(self, key: slice) -> Clip:
         """Slice by seconds: ``clip[0.5:2.0]`` is the part from 0.5 s to 2 s."""
@@ -223,7 +289,14 @@ class Clip:
         return buf.getvalue()
 
     def save(self, path: str | Path) -> Path:
-        """Write a WAV file (other formats: encode with :func:`nbtoolkit.audio.decode.encode`)."""
+        """Write the clip to ``path``; the suffix picks the format.
+
+        ``.wav`` is PCM16; ``.flac``, ``.mp3``, ``.ogg``/``.opus`` (Opus) and ``.webm`` (Opus) are
+        encoded with PyAV by :func:`nbtoolkit.audio.encode.encode`.
+        """
+        from nbtoolkit.audio.encode import encode, format_for_suffix
+
         p = Path(path)
-        p.write_bytes(self.to_wav())
+        fmt = format_for_suffix(p.suffix)
+        p.write_bytes(self.to_wav() if fmt == "wav" else encode(self, fmt))
         return p

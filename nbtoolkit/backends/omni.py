@@ -1,0 +1,727 @@
+"""``OmniRealtime``: an asyncio client for the Qwen-Omni realtime protocol, on ``websockets``.
+
+Why not the SDK's ``OmniRealtimeConversation``: it runs websocket-client's ``run_forever`` in a thread
+of its own and calls back from that thread with raw dicts, so a notebook would hop threads to reach
+the kernel's event loop, could not apply backpressure, and could not cancel a wait. This client runs
+on the notebook's own loop (a background reader task; cells return at once), yields typed events
+(``async for event in rt``), lets a slow consumer slow the socket (a bounded queue), and every wait is
+cancellable and bounded.
+
+The protocol (frames, ids, folding events into a turn) is :mod:`nbtoolkit.protocols.realtime`; this
+module is the transport: connect + keepalive, send helpers, barge-in, reconnect and the ledger.
+
+Reconnecting (opt-in, ``reconnect=ReconnectPolicy()``) opens a *new* session: the server keeps
+nothing, so the client re-sends its session settings, never re-sends or re-commits audio, and reports
+what was lost in a :class:`Reconnected` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from nbtoolkit.audio.clip import Clip
+from nbtoolkit.config import Endpoints
+from nbtoolkit.errors import (
+    AudioError,
+    AuthError,
+    BackendError,
+    ConfigError,
+    ConnectionLost,
+    ImageError,
+    NbToolkitError,
+    ProtocolError,
+    RateLimited,
+    ServerError,
+)
+from nbtoolkit.protocols.realtime import (
+    DEFAULT_TURN_DETECTION,
+    INPUT_RATE,
+    MAX_IMAGE_BYTES,
+    OUTPUT_RATE,
+    VOICES,
+    AudioDelta,
+    AudioTranscriptDelta,
+    ErrorEvent,
+    InputAudioAppend,
+    InputAudioClear,
+    InputAudioCommit,
+    InputAudioCommitted,
+    InputImageAppend,
+    RealtimeEvent,
+    ResponseCancel,
+    ResponseCreate,
+    ResponseCreated,
+    ResponseDone,
+    SessionCreated,
+    SessionFinish,
+    SessionFinished,
+    SessionUpdate,
+    SessionUpdated,
+    SpeechStarted,
+    SpeechStopped,
+    TextDelta,
+    TurnCollector,
+    parse_server_event,
+)
+from nbtoolkit.results import Timeline, Turn, Usage
+from nbtoolkit.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
+
+    from nbtoolkit.ledger import Ledger
+
+__all__ = ["RECOVERABLE_CLOSE_CODES", "OmniRealtime", "ReconnectPolicy", "Reconnected"]
+
+log = logging.getLogger("nbtoolkit.omni")
+
+#: Close codes after which a new connection may succeed (going away, abnormal, server error,
+#: restart, try again later); 1005 = closed without a status.
+RECOVERABLE_CLOSE_CODES = frozenset({1001, 1005, 1006, 1011, 1012, 1013})
+#: Frame size limit both ways: a minute of base64 24 kHz audio fits (reference B2/B6).
+MAX_MESSAGE = 16 * 1024 * 1024
+#: Audio goes out in appends of this length.
+CHUNK_MS = 100
+#: S003: send images at no more than 2 frames per second.
+MIN_IMAGE_INTERVAL = 0.5
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """When and how often to re-open a dropped connection (backoff from :class:`RetryPolicy`)."""
+
+    codes: frozenset[int] = RECOVERABLE_CLOSE_CODES
+    retry: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(max_retries=5, initial=0.5, maximum=8.0)
+    )
+
+
+@dataclass(frozen=True)
+class Reconnected:
+    """The connection dropped with ``close_code`` and a new session is open.
+
+    ``lost_audio_ms`` is the audio the old session had received but not answered (it is not sent
+    again); ``lost_response_id`` the response that was cut off, if any.
+    """
+
+    type: ClassVar[str] = "nbtoolkit.reconnected"
+    close_code: int
+    attempts: int
+    lost_audio_ms: float
+    lost_response_id: str | None
+    session_id: str
+
+
+Event = RealtimeEvent | Reconnected
+_END = object()
+
+
+def _error_from_event(event: ErrorEvent, during: str) -> BackendError:
+    """The exception an ``error`` event stands for (refusals are ProtocolError)."""
+    code, message = event.code, event.message or "no message"
+    problem = f"The realtime server refused {during}: {message} [{code}]"
+    if code == "InvalidApiKey":
+        return AuthError(
+            problem, "check DASHSCOPE_API_KEY (or use nbtoolkit.connect() for the local server)"
+        )
+    if code.startswith("Throttling"):
+        return RateLimited(problem, "wait a little and try again", code=code)
+    if code == "InternalError" or event.error.get("type") == "server_error":
+        return ServerError(problem, "try again; if it persists the service is down", code=code)
+    return ProtocolError(problem, "check the request against the realtime reference", code=code)
+
+
+def _as_pcm16k(audio: Clip | bytes | bytearray | memoryview) -> bytes:
+    if isinstance(audio, Clip):
+        return audio.resample(INPUT_RATE).to_pcm()
+    pcm = bytes(audio)
+    if len(pcm) % 2:
+        raise AudioError(
+            f"PCM16 audio must have an even number of bytes (got {len(pcm)})",
+            "send 16-bit mono PCM at 16 kHz, or pass a Clip (it is resampled for you)",
+        )
+    return pcm
+
+
+class OmniRealtime:
+    """A Qwen-Omni realtime session. Use ``async with OmniRealtime(...) as rt:``.
+
+    ``turn_detection="server_vad"`` lets the server find the end of speech and answer by itself;
+    ``None`` is manual mode (:meth:`commit` + :meth:`create_response`). ``on_flush`` is called
+    (sync or async) when the user barges in, so a player can drop queued audio.
+    ``ping_interval`` keeps the socket alive (raise it if cells block the loop for long);
+    ``turn_timeout`` bounds :meth:`converse`; ``on_malformed`` is "raise" (a ProtocolError from the
+    iterator / converse) or "skip" (logged and marked on the timeline).
+    """
+
+    def __init__(
+        self,
+        endpoints: Endpoints | None = None,
+        *,
+        model: str = "qwen-omni-turbo-realtime",
+        voice: str = "Chelsie",
+        turn_detection: Literal["server_vad"] | None = "server_vad",
+        modalities: Iterable[str] = ("text", "audio"),
+        instructions: str | None = None,
+        ledger: Ledger | None = None,
+        on_flush: Callable[[], Any] | None = None,
+        reconnect: ReconnectPolicy | None = None,
+        vad: dict[str, Any] | None = None,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        open_timeout: float = 10.0,
+        close_timeout: float = 10.0,
+        turn_timeout: float = 60.0,
+        on_malformed: Literal["raise", "skip"] = "raise",
+        max_queue: int = 1024,
+    ) -> None:
+        mods = list(modalities)
+        if sorted(mods) not in (["text"], ["audio", "text"]):
+            raise ConfigError(
+                f"modalities must be ('text',) or ('text', 'audio'), not {tuple(mods)!r}",
+                "pass modalities=('text', 'audio') for speech or ('text',) for text only",
+            )
+        if voice not in VOICES:
+            raise ConfigError(f"Unknown voice {voice!r}", f"choose one of {', '.join(VOICES)}")
+        if turn_detection not in ("server_vad", None):
+            raise ConfigError(
+                f"turn_detection must be 'server_vad' or None, not {turn_detection!r}",
+                "use None for push-to-talk (commit yourself) or 'server_vad'",
+            )
+        if endpoints is None:
+            from nbtoolkit.connection import connect
+
+            endpoints = connect(quiet=True)
+        self.endpoints = endpoints
+        self.model = model
+        self.on_flush = on_flush
+        self.reconnect = reconnect
+        self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
+        self.open_timeout, self.close_timeout = open_timeout, close_timeout
+        self.turn_timeout = turn_timeout
+        self.on_malformed = on_malformed
+        if ledger is None:
+            from nbtoolkit.ledger import session_ledger
+
+            ledger = session_ledger()
+        self.ledger = ledger
+        td = None if turn_detection is None else {**DEFAULT_TURN_DETECTION, **(vad or {})}
+        self.config: dict[str, Any] = {
+            "modalities": mods,
+            "voice": voice,
+            "input_audio_format": "pcm16",
+            "output_audio_format": "pcm16",
+            "input_audio_transcription": {"model": "gummy-realtime-v1"},
+            "turn_detection": td,
+        }
+        if instructions is not None:
+            self.config["instructions"] = instructions
+        #: Every client and server event of the session, timestamped.
+        self.timeline = Timeline()
+        #: Server settings from the latest session.created / session.updated.
+        self.session: dict[str, Any] = {}
+        #: Reconnections so far.
+        self.reconnects: list[Reconnected] = []
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._events: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_queue)
+        self._ready = asyncio.Event()
+        self._failed: BaseException | None = None
+        self._closing = False
+        self._turn_tl: Timeline | None = None
+        self._response_id: str | None = None
+        self._response_t0 = 0.0
+        self._uncommitted_ms = 0.0
+        self._unanswered_ms = 0.0
+        self._audio_sent = False
+        self._last_image = float("-inf")
+        self._cancel_ids: set[str] = set()
+        self._marked: set[tuple[str, str]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> OmniRealtime:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Open the socket, wait for ``session.created`` and send this client's settings."""
+        self._ws = await self._open()
+        self._ready.set()
+        self._reader = asyncio.create_task(self._read_loop(), name="omni-realtime-reader")
+
+    async def close(self) -> None:
+        """End the session (``session.finish``) and close the socket; bounded by close_timeout."""
+        self._closing = True
+        ws, reader = self._ws, self._reader
+        if ws is not None and self._failed is None:
+            try:
+                await ws.send(SessionFinish().to_json())
+                if reader is not None:
+                    await asyncio.wait([reader], timeout=self.close_timeout)
+            except Exception as exc:  # closing must not fail because the link is already gone
+                log.debug("session.finish not sent: %s", type(exc).__name__)
+        if ws is not None:
+            await ws.close()
+        if reader is not None and not reader.done():
+            reader.cancel()
+            await asyncio.wait([reader])
+
+    @property
+    def session_id(self) -> str | None:
+        sid = self.session.get("id")
+        return str(sid) if sid else None
+
+    @property
+    def response_active(self) -> bool:
+        """True between ``response.created`` and its ``response.done``."""
+        return self._response_id is not None
+
+    async def _open(self) -> ClientConnection:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+        url = f"{self.endpoints.realtime_url}?model={self.model}"
+        headers = {"Authorization": f"Bearer {self.endpoints.api_key.reveal()}"}
+        where = "the local server" if self.endpoints.local else "DashScope"
+        try:
+            ws = await connect(
+                url,
+                additional_headers=headers,
+                max_size=MAX_MESSAGE,
+                ping_interval=self.ping_interval,
+                ping_timeout=self.ping_timeout,
+                open_timeout=self.open_timeout,
+                close_timeout=self.close_timeout,
+                proxy=None if self.endpoints.local else True,
+            )
+        except InvalidStatus as exc:
+            raise self._status_error(exc.response.status_code, where) from None
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise ConnectionLost(
+                f"Could not open the realtime connection to {where} ({type(exc).__name__})",
+                "check the network (or that the local server is running) and try again",
+            ) from None
+        try:
+            first = await asyncio.wait_for(ws.recv(), self.open_timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            await ws.close()
+            raise ConnectionLost(
+                f"{where} sent no session.created within {self.open_timeout:.0f} s",
+                "try again; raise open_timeout on a slow link",
+            ) from None
+        except ConnectionClosed as exc:
+            raise self._closed_error(exc.rcvd.code if exc.rcvd else 1006, None) from None
+        event = parse_server_event(first)
+        if isinstance(event, ErrorEvent):
+            await ws.close()
+            raise _error_from_event(event, "the session")
+        if not isinstance(event, SessionCreated):
+            await ws.close()
+            raise ProtocolError(
+                f"The first realtime event was {event.type!r}, not session.created",
+                "check that the URL is a Qwen-Omni realtime endpoint",
+            )
+        self._on_server_event(event)
+        await self._send_on(ws, SessionUpdate(session=self.config))
+        return ws
+
+    def _status_error(self, status: int, where: str) -> BackendError:
+        if status in (401, 403):
+            return AuthError(
+                f"{where} refused the realtime connection (HTTP {status}): the key was not accepted",
+                "check DASHSCOPE_API_KEY (or use nbtoolkit.connect() for the local server)",
+                status=status,
+            )
+        if status == 429:
+            return RateLimited(f"{where} is rate limiting (HTTP 429)", "wait and retry", status=429)
+        if status >= 500:
+            return ServerError(f"{where} failed (HTTP {status})", "try again later", status=status)
+        return ProtocolError(
+            f"{where} refused the realtime upgrade (HTTP {status})",
+            "check the realtime URL and model name",
+            status=status,
+        )
+
+    def _closed_error(self, code: int, partial: Turn | None) -> BackendError:
+        if code == 1008:
+            return AuthError(
+                "The realtime server closed the connection for a policy violation (1008)",
+                "check DASHSCOPE_API_KEY (or use nbtoolkit.connect() for the local server)",
+                partial=partial,
+            )
+        if code == 1009:
+            return ConnectionLost(
+                f"A realtime message exceeded {MAX_MESSAGE // (1024 * 1024)} MiB (close 1009)",
+                "send shorter audio per append; answers larger than that cannot be received",
+                partial=partial,
+            )
+        return ConnectionLost(
+            f"The realtime connection closed with code {code} before the answer was complete",
+            "what arrived is in .partial; pass reconnect=ReconnectPolicy() to re-open "
+            "automatically",
+            partial=partial,
+        )
+
+    # ------------------------------------------------------------------ reading
+    async def _read_loop(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        while True:
+            ws = self._ws
+            assert ws is not None
+            try:
+                async for raw in ws:
+                    await self._on_frame(raw)
+                code = ws.close_code or 1000
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd else (exc.sent.code if exc.sent else 1006)
+            self._mark("state", "closed", code=code)
+            if self._closing:
+                await self._finish(None)
+                return
+            policy = self.reconnect
+            if policy is None or code not in policy.codes:
+                await self._finish(self._closed_error(code, None))
+                return
+            try:
+                await self._reconnect(code, policy)
+            except NbToolkitError as exc:
+                await self._finish(exc)
+                return
+
+    async def _finish(self, error: BaseException | None) -> None:
+        self._failed = error or ConnectionLost(
+            "The realtime session is closed", "open a new OmniRealtime"
+        )
+        self._ready.set()  # wake senders so they fail instead of waiting
+        if error is not None:
+            await self._events.put(error)
+        await self._events.put(_END)
+
+    async def _on_frame(self, raw: str | bytes) -> None:
+        if isinstance(raw, bytes):
+            log.warning("dropped a binary frame (%d bytes): the protocol is text-only", len(raw))
+            return
+        try:
+            event = parse_server_event(raw)
+        except ProtocolError as exc:
+            self._mark("server", "malformed", size=len(raw))
+            if self.on_malformed == "raise":
+                await self._events.put(exc)
+            else:
+                log.warning("skipped a malformed realtime frame (%d chars)", len(raw))
+            return
+        if isinstance(event, ErrorEvent) and event.error.get("event_id") in self._cancel_ids:
+            # Our cancel crossed the server's own (barge-in) cancellation: nothing was wrong.
+            self._cancel_ids.discard(event.error["event_id"])
+            self._mark("server", "error.ignored", code=event.code)
+            return
+        self._on_server_event(event)
+        if isinstance(event, SpeechStarted) and self._response_id is not None:
+            await self._barge_in()
+        await self._events.put(event)
+
+    def _on_server_event(self, event: RealtimeEvent) -> None:
+        """Bookkeeping for every server event: session, active response, ledger, timeline."""
+        if isinstance(event, (SpeechStarted, SpeechStopped)):
+            self._mark("vad", event.type.rsplit(".", 1)[-1], item_id=event.item_id)
+        elif isinstance(event, (AudioDelta, AudioTranscriptDelta, TextDelta)):
+            key = (event.response_id, event.type)
+            if key not in self._marked:  # one mark per response, not one per chunk
+                self._marked.add(key)
+                self._mark("server", event.type, response_id=event.response_id)
+        else:
+            self._mark("server", event.type)
+        if isinstance(event, (SessionCreated, SessionUpdated)):
+            self.session = event.session
+        elif isinstance(event, InputAudioCommitted):
+            self._unanswered_ms += self._uncommitted_ms
+            self._uncommitted_ms = 0.0
+        elif isinstance(event, ResponseCreated):
+            self._response_id = str(event.response.get("id") or "")
+            self._response_t0 = time.monotonic()
+        elif isinstance(event, ResponseDone) and event.response_id == self._response_id:
+            self._response_id = None
+            if event.status == "completed":
+                self._unanswered_ms = 0.0
+            self.ledger.record(
+                self._usage(event.response.get("usage")),
+                backend="omni",
+                kind="turn",
+                request_id=event.response_id,
+                latency=time.monotonic() - self._response_t0,
+            )
+
+    async def _barge_in(self) -> None:
+        """The user spoke over the answer: stop it and let the player drop what it queued."""
+        self._mark("state", "barge_in", response_id=self._response_id)
+        await self.cancel()
+        if self.on_flush is not None:
+            result = self.on_flush()
+            if inspect.isawaitable(result):
+                await result
+
+    async def _reconnect(self, code: int, policy: ReconnectPolicy) -> None:
+        self._ready.clear()
+        lost_ms = self._uncommitted_ms + self._unanswered_ms
+        lost_response = self._response_id
+        self._response_id = None
+        self._uncommitted_ms = self._unanswered_ms = 0.0
+        attempts = 0
+        last: NbToolkitError | None = None
+        for delay in policy.retry.delays():
+            attempts += 1
+            await asyncio.sleep(delay)  # backoff between attempts, not a wait for an event
+            try:
+                self._ws = await self._open()
+                break
+            except AuthError:
+                raise
+            except BackendError as exc:
+                last = exc
+        else:
+            raise ConnectionLost(
+                f"The realtime connection closed ({code}) and {attempts} reconnect attempt(s) "
+                f"failed: {last}",
+                "check the network and open a new OmniRealtime",
+            )
+        event = Reconnected(code, attempts, lost_ms, lost_response, self.session_id or "")
+        self.reconnects.append(event)
+        self._mark("state", "reconnected", **{"close_code": code, "lost_audio_ms": lost_ms})
+        self._ready.set()
+        await self._events.put(event)
+
+    async def _next(self) -> Event:
+        item = await self._events.get()
+        if item is _END:
+            self._events.put_nowait(_END)  # every later read ends too
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        event: Event = item
+        return event
+
+    def __aiter__(self) -> OmniRealtime:
+        return self
+
+    async def __anext__(self) -> Event:
+        """The next server event (typed), or :class:`Reconnected`. ``error`` events are yielded
+        as :class:`~nbtoolkit.protocols.realtime.ErrorEvent`; a lost connection raises."""
+        return await self._next()
+
+    # ------------------------------------------------------------------ sending
+    def _mark(self, lane: str, name: str, **detail: Any) -> None:
+        self.timeline.mark(lane, name, **detail)
+        if self._turn_tl is not None:
+            self._turn_tl.mark(lane, name, **detail)
+
+    async def _send_on(self, ws: ClientConnection, event: RealtimeEvent) -> None:
+        await ws.send(event.to_json())
+        if isinstance(event, InputAudioAppend):
+            self._mark("audio-in", event.type, bytes=len(event.audio) * 3 // 4)
+        else:
+            self._mark("client", event.type)
+
+    async def _send(self, event: RealtimeEvent) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        if not self._ready.is_set():  # reconnecting: wait for the new session, boundedly
+            budget = self.open_timeout * 2 + (self.reconnect.retry.maximum if self.reconnect else 0)
+            try:
+                await asyncio.wait_for(self._ready.wait(), budget)
+            except (TimeoutError, asyncio.TimeoutError):
+                raise ConnectionLost(
+                    "The realtime connection is being re-opened and is not back yet",
+                    "try again in a moment",
+                ) from None
+        if self._failed is not None:
+            raise self._failed
+        if self._ws is None:
+            raise ConfigError("The session is not connected", "use `async with OmniRealtime(...)`")
+        try:
+            await self._send_on(self._ws, event)
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else 1006
+            raise self._closed_error(code, None) from None
+
+    async def send_audio(self, audio: Clip | bytes | bytearray | memoryview) -> None:
+        """Append speech: PCM16 mono 16 kHz bytes, or a Clip (resampled to 16 kHz)."""
+        pcm = _as_pcm16k(audio)
+        step = INPUT_RATE * 2 * CHUNK_MS // 1000
+        for i in range(0, len(pcm), step):
+            piece = pcm[i : i + step]
+            await self._send(InputAudioAppend.of(piece))
+            self._audio_sent = True
+            self._uncommitted_ms += len(piece) / 2 / INPUT_RATE * 1000
+
+    async def send_image(self, jpeg: bytes | str | Path) -> None:
+        """Append one JPEG (≤ 500 KB) to go with the audio; waits to keep ≤ 2 images per second."""
+        data = Path(jpeg).read_bytes() if isinstance(jpeg, (str, Path)) else bytes(jpeg)
+        if not data.startswith(b"\xff\xd8\xff"):
+            raise ImageError(
+                "The image is not a JPEG", "encode it as JPEG (e.g. PIL: img.save(buf, 'JPEG'))"
+            )
+        if len(data) > MAX_IMAGE_BYTES:
+            raise ImageError(
+                f"The image is {len(data) // 1024} KB; the realtime limit is "
+                f"{MAX_IMAGE_BYTES // 1024} KB",
+                "lower the resolution (480p/720p) or the JPEG quality",
+            )
+        if not self._audio_sent:
+            raise ImageError(
+                "Images can only follow audio in a realtime session",
+                "call send_audio() first (converse() does this for you)",
+            )
+        wait = MIN_IMAGE_INTERVAL - (time.monotonic() - self._last_image)
+        if wait > 0:
+            await asyncio.sleep(wait)  # rate limit: at most 2 images per second
+        self._last_image = time.monotonic()
+        await self._send(InputImageAppend.of(data))
+
+    async def commit(self) -> None:
+        """Close the user's turn (manual mode): the server commits the audio and images."""
+        await self._send(InputAudioCommit())
+
+    async def clear(self) -> None:
+        """Drop the audio appended since the last commit."""
+        await self._send(InputAudioClear())
+        self._uncommitted_ms = 0.0
+
+    async def create_response(
+        self, instructions: str | None = None, modalities: Iterable[str] | None = None
+    ) -> None:
+        """Ask for an answer to what was committed (manual mode)."""
+        self.ledger.check(local=self.endpoints.local)
+        response: dict[str, Any] = {"instructions": instructions}
+        if modalities is not None:
+            response["modalities"] = list(modalities)
+        await self._send(ResponseCreate(response=response))
+
+    async def cancel(self) -> bool:
+        """Stop the active response; False when none is active."""
+        if self._response_id is None:
+            return False
+        event = ResponseCancel()
+        self._cancel_ids.add(event.event_id)
+        await self._send(event)
+        return True
+
+    async def update_session(self, **changes: Any) -> None:
+        """Change session settings (voice, modalities, turn_detection, instructions, …)."""
+        self.config.update(changes)
+        await self._send(SessionUpdate(session=changes))
+
+    # ------------------------------------------------------------------ one exchange
+    async def converse(
+        self, clip: Clip | bytes | str | Path, images: Iterable[bytes | str | Path] = ()
+    ) -> Turn:
+        """Say ``clip`` (with optional JPEG ``images``) and collect the whole answer as a Turn.
+
+        In server-VAD mode the clip is followed by silence so the server hears the end of speech;
+        in manual mode it is committed and a response requested. Raises ConnectionLost (with the
+        turn so far in ``partial``) if the connection drops or no answer completes within
+        ``turn_timeout`` seconds, and ProtocolError if the server refuses something.
+        """
+        self.ledger.check(local=self.endpoints.local)
+        if isinstance(clip, Clip):
+            speech = clip.resample(INPUT_RATE)
+        elif isinstance(clip, (bytes, bytearray)):
+            speech = Clip.from_pcm(clip, INPUT_RATE)
+        else:
+            speech = Clip.load(clip, INPUT_RATE)
+        self._drain()
+        timeline = Timeline()
+        collector = TurnCollector()
+        self._turn_tl = timeline
+        try:
+            await asyncio.wait_for(
+                self._exchange(speech, list(images), collector), self.turn_timeout
+            )
+        except (TimeoutError, asyncio.TimeoutError):
+            raise ConnectionLost(
+                f"No complete answer within {self.turn_timeout:.0f} s",
+                "what arrived is in .partial; raise turn_timeout for long answers",
+                partial=self._turn(collector, timeline, "failed"),
+            ) from None
+        except BackendError as exc:
+            if exc.partial is None:
+                exc.partial = self._turn(collector, timeline, "failed")
+            raise
+        finally:
+            self._turn_tl = None
+        return self._turn(collector, timeline, None)
+
+    def _drain(self) -> None:
+        """Forget events left from before this exchange (they are on the session timeline)."""
+        while not self._events.empty():
+            item = self._events.get_nowait()
+            if item is _END or isinstance(item, ConnectionLost):
+                self._events.put_nowait(item)  # a closed session stays closed
+                break
+
+    async def _exchange(
+        self, speech: Clip, images: list[bytes | str | Path], collector: TurnCollector
+    ) -> None:
+        first, rest = speech[: CHUNK_MS / 1000], None
+        if speech.duration > CHUNK_MS / 1000:
+            rest = speech[CHUNK_MS / 1000 :]
+        await self.send_audio(first)  # images must follow some audio
+        for image in images:
+            await self.send_image(image)
+        if rest is not None:
+            await self.send_audio(rest)
+        td = self.config.get("turn_detection")
+        if td:
+            tail = (int(td.get("silence_duration_ms", 800)) + 400) / 1000
+            await self.send_audio(Clip.silence(tail, INPUT_RATE))
+        else:
+            self._mark("client", "speech_stopped", by="commit")
+            await self.commit()
+            await self.create_response()
+        while not collector.done:
+            try:
+                event = await self._next()
+            except StopAsyncIteration:
+                raise self._failed or ConnectionLost("The session closed", None) from None
+            if isinstance(event, Reconnected):
+                raise ConnectionLost(
+                    f"The connection dropped mid-turn (close {event.close_code}) and was re-opened; "
+                    "this turn's answer is lost",
+                    "what arrived is in .partial; say it again",
+                )
+            if isinstance(event, ErrorEvent):
+                raise _error_from_event(event, "this turn")
+            if isinstance(event, SessionFinished):
+                raise ConnectionLost("The server finished the session mid-turn", None)
+            collector.feed(event)
+
+    def _usage(self, usage: dict[str, Any] | None) -> Usage:
+        return Usage.from_dashscope(usage, model=self.model, local=self.endpoints.local)
+
+    def _turn(self, c: TurnCollector, timeline: Timeline, status: str | None) -> Turn:
+        audio = Clip.from_pcm(bytes(c.audio), OUTPUT_RATE) if len(c.audio) >= 2 else None
+        return Turn(
+            heard=c.heard,
+            text=c.text,
+            audio=audio,
+            usage=self._usage(c.usage),
+            timeline=timeline,
+            status=status or c.status or "failed",
+            request_id=c.response_id,
+            model=self.model,
+            local=self.endpoints.local,
+        )
+
+    def __repr__(self) -> str:
+        where = "local" if self.endpoints.local else self.endpoints.region
+        return f"OmniRealtime({self.model!r}, {where}, session={self.session_id!r})"

@@ -1,0 +1,362 @@
+"""Qwen-Audio through the official ``dashscope`` SDK (``MultiModalConversation``), cloud or local.
+
+    qa = QwenAudio()                                   # cloud with a key, else the offline engine
+    qa.ask(audio=clip, text="What is said in the audio?").text
+    for delta in qa.stream(audio="speech.wav"): print(delta, end="")
+    chat = qa.chat(system="Answer briefly."); chat.ask(audio=clip); chat.ask(text="And then?")
+
+Audio may be a :class:`~nbtoolkit.audio.Clip`, a path (or ``file://`` URL), encoded bytes, or a URL
+(``http(s)://``, ``oss://``, ``data:``) passed verbatim. Everything but URLs is checked against the
+service's limits (10 MB, only the first 30 s used) and sent as a 16 kHz WAV through the SDK's own
+upload flow, which works for the cloud and the local server alike. 16 kHz because the model listens
+at that rate, and it keeps 30 s under 1 MB.
+
+The SDK never raises for a service error; it returns ``status_code != 200``. Those become
+:mod:`nbtoolkit.errors` (401/403 → AuthError, 429 → RateLimited, 5xx → ServerError, 400 →
+ProtocolError). Connect failures and the statuses of :class:`~nbtoolkit.retry.RetryPolicy` are
+retried with jittered backoff (Retry-After honoured up to its cap) — never once a stream has begun;
+a stream that breaks raises with ``partial=`` the text so far. Each retry is logged at INFO on the
+``nbtoolkit.backends.qwen_audio`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from nbtoolkit.audio.clip import Clip
+from nbtoolkit.backends import _sdk
+from nbtoolkit.config import Endpoints
+from nbtoolkit.errors import (
+    AudioError,
+    BackendError,
+    ConfigError,
+    ConnectionLost,
+    ProtocolError,
+)
+from nbtoolkit.ledger import Ledger, session_ledger
+from nbtoolkit.protocols.conversation import (
+    MAX_AUDIO_BYTES,
+    MAX_AUDIO_SECONDS,
+    error_for,
+    finish_reason,
+    output_text,
+)
+from nbtoolkit.results import Reply, Usage
+from nbtoolkit.retry import RetryPolicy, parse_retry_after
+
+__all__ = ["AudioInput", "Chat", "QwenAudio"]
+
+log = logging.getLogger("nbtoolkit.backends.qwen_audio")
+
+AudioInput = Clip | str | os.PathLike[str] | bytes
+_URL_PREFIXES = ("http://", "https://", "oss://", "data:")
+_SEND_RATE = 16000
+_BACKEND = "qwen_audio"
+T = TypeVar("T")
+
+
+class QwenAudio:
+    """A Qwen-Audio client. ``endpoints=None`` means ``nbtoolkit.connect(quiet=True)``.
+
+    ``on_too_long``: audio over 30 s (or a file over 10 MB) is trimmed to its first 30 s with a
+    warning (``"trim"``, what the service does anyway) or refused with an :class:`AudioError`
+    (``"refuse"``). ``timeout`` bounds each wait for the server in seconds.
+    """
+
+    def __init__(
+        self,
+        endpoints: Endpoints | None = None,
+        model: str = "qwen-audio-turbo-latest",
+        *,
+        ledger: Ledger | None = None,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen dataclass, safe to share
+        on_too_long: Literal["trim", "refuse"] = "trim",
+        timeout: float = 60.0,
+    ) -> None:
+        if on_too_long not in ("trim", "refuse"):
+            raise ConfigError(
+                f"on_too_long={on_too_long!r} is not an option", 'use "trim" or "refuse"'
+            )
+        if endpoints is None:
+            from nbtoolkit.connection import connect
+
+            endpoints = connect(quiet=True)
+        self.endpoints = endpoints
+        self.model = model
+        self.retry = retry
+        self.on_too_long = on_too_long
+        self.timeout = timeout
+        self._ledger = ledger
+        #: The last complete answer (after :meth:`stream` has been read to the end, its Reply).
+        self.last_reply: Reply | None = None
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger if self._ledger is not None else session_ledger()
+
+    def __repr__(self) -> str:
+        where = "offline engine" if self.endpoints.local else f"cloud ({self.endpoints.region})"
+        return f"QwenAudio(model={self.model!r}, {where})"
+
+    # ------------------------------------------------------------------ public API
+    def ask(self, audio: AudioInput | None = None, text: str | None = None) -> Reply:
+        """One question: audio and/or text (audio alone is voice chat). Returns the whole answer."""
+        return self._complete([self._user_message(audio, text)])
+
+    def stream(self, audio: AudioInput | None = None, text: str | None = None) -> Iterator[str]:
+        """Like :meth:`ask`, yielding text pieces as they arrive; then ``last_reply`` holds the Reply.
+
+        The audio is checked and uploaded now; the request is made when iteration starts.
+        """
+        return self._stream([self._user_message(audio, text)])
+
+    def chat(self, system: str | None = None) -> Chat:
+        """A conversation that keeps its history (``system`` is an optional system prompt)."""
+        return Chat(self, system)
+
+    # ------------------------------------------------------------------ audio and messages
+    @property
+    def _where(self) -> str:
+        return (
+            "the local nbtoolkit server"
+            if self.endpoints.local
+            else f"DashScope ({self.endpoints.region})"
+        )
+
+    def _too_long(self, what: str) -> None:
+        if self.on_too_long == "refuse":
+            raise AudioError(
+                f"{what}; Qwen-Audio takes files up to 10 MB and uses only the first 30 s",
+                "cut it first (e.g. clip[:30]) or use QwenAudio(on_too_long='trim')",
+            )
+        warnings.warn(
+            f"{what}; sending only its first 30 s (Qwen-Audio uses no more). "
+            "Pass on_too_long='refuse' to get an error instead.",
+            stacklevel=4,
+        )
+
+    def _clip(self, audio: Clip | str | os.PathLike[str] | bytes) -> Clip:
+        size = None
+        if isinstance(audio, (bytes, bytearray, memoryview)):
+            size = len(audio)
+        elif not isinstance(audio, Clip):
+            path = Path(str(audio)[len("file://") :] if str(audio).startswith("file://") else audio)
+            size = path.stat().st_size if path.is_file() else None
+        if size is not None and size > MAX_AUDIO_BYTES:
+            self._too_long(f"The audio file is {size / 1e6:.1f} MB")
+        clip = Clip.load(audio)
+        if clip.duration > MAX_AUDIO_SECONDS:
+            if size is None or size <= MAX_AUDIO_BYTES:
+                self._too_long(f"The audio is {clip.duration:.1f} s long")
+            clip = clip[:MAX_AUDIO_SECONDS]
+        return clip.resample(_SEND_RATE) if clip.rate > _SEND_RATE else clip
+
+    def _audio_ref(self, audio: AudioInput) -> str:
+        if isinstance(audio, str) and audio.lower().startswith(_URL_PREFIXES):
+            return audio
+        clip = self._clip(audio)
+        with tempfile.TemporaryDirectory(prefix="nbtoolkit-") as tmp:
+            path = clip.save(Path(tmp) / "audio.wav")
+            return self._retrying(lambda: self._upload(path))
+
+    def _upload(self, path: Path) -> str:
+        try:
+            return _sdk.upload_file(self.endpoints, self.model, path)
+        except Exception as exc:
+            err = self._translate(exc, started=False)
+            if err is None:
+                raise
+            raise err from exc
+
+    def _user_message(self, audio: AudioInput | None, text: str | None) -> dict[str, Any]:
+        if audio is None and not text:
+            raise AudioError(
+                "Nothing to ask: neither audio nor text was given",
+                "pass audio=clip (a Clip, path, URL or bytes) and/or text='…'",
+            )
+        content: list[dict[str, str]] = []
+        if audio is not None:
+            content.append({"audio": self._audio_ref(audio)})
+        if text:
+            content.append({"text": text})
+        return {"role": "user", "content": content}
+
+    # ------------------------------------------------------------------ calls
+    def _error(self, resp: Any, partial: Any = None) -> BackendError:
+        headers = {str(k).lower(): v for k, v in (resp.get("headers") or {}).items()}
+        return error_for(
+            int(resp.status_code),
+            resp.code,
+            resp.message,
+            request_id=resp.request_id or None,
+            retry_after=parse_retry_after(headers.get("retry-after")),
+            partial=partial,
+            local=self.endpoints.local,
+        )
+
+    def _translate(
+        self, exc: BaseException, *, started: bool, partial: Any = None
+    ) -> BackendError | None:
+        return _sdk.translate(
+            exc,
+            where=self._where,
+            timeout=self.timeout,
+            started=started,
+            partial=partial,
+            local=self.endpoints.local,
+        )
+
+    def _retryable(self, err: BackendError) -> bool:
+        if err.code == _sdk.CONNECT_FAILED:
+            return True
+        return err.status is not None and self.retry.retryable(err.status)
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """``attempt()``, retried per :attr:`retry` for connect failures and retryable statuses."""
+        n = 0
+        while True:
+            try:
+                return attempt()
+            except BackendError as err:
+                if n >= self.retry.max_retries or not self._retryable(err):
+                    raise
+                wait = self.retry.delay(n, getattr(err, "retry_after", None))
+                n += 1
+                log.info(
+                    "%s — retry %d of %d in %.2f s", err.problem, n, self.retry.max_retries, wait
+                )
+                time.sleep(wait)  # backoff between attempts, not a wait for an event
+
+    def _call(self, messages: list[dict[str, Any]], *, stream: bool) -> Any:
+        try:
+            return _sdk.conversation_call(
+                self.endpoints, self.model, messages, stream=stream, timeout=self.timeout
+            )
+        except Exception as exc:
+            err = self._translate(exc, started=False)
+            if err is None:
+                raise
+            raise err from exc
+
+    def _finish(self, text: str, resp: Any, started: float, first: float | None, raw: Any) -> Reply:
+        latency = time.monotonic() - started
+        usage = Usage.from_dashscope(resp.usage, model=self.model, local=self.endpoints.local)
+        reply = Reply(
+            text,
+            usage,
+            request_id=resp.request_id or None,
+            latency=latency,
+            first_token_latency=first if first is not None else latency,
+            model=self.model,
+            local=self.endpoints.local,
+            raw=raw,
+        )
+        self.ledger.record(usage, backend=_BACKEND, request_id=reply.request_id, latency=latency)
+        self.last_reply = reply
+        return reply
+
+    def _complete(self, messages: list[dict[str, Any]]) -> Reply:
+        self.ledger.check(local=self.endpoints.local)
+        started = time.monotonic()
+
+        def attempt() -> Any:
+            resp = self._call(messages, stream=False)
+            if resp.status_code != 200:
+                raise self._error(resp)
+            return resp
+
+        resp = self._retrying(attempt)
+        return self._finish(output_text(resp.output), resp, started, None, resp)
+
+    def _stream(self, messages: list[dict[str, Any]]) -> Iterator[str]:
+        self.ledger.check(local=self.endpoints.local)
+        started = time.monotonic()
+
+        def open_stream() -> tuple[Any, Iterator[Any]]:
+            chunks = self._call(messages, stream=True)
+            try:
+                head = next(chunks)
+            except StopIteration:
+                raise ConnectionLost(
+                    f"{self._where} closed the stream before answering", "try again"
+                ) from None
+            except Exception as exc:
+                err = self._translate(exc, started=False)
+                if err is None:
+                    raise
+                raise err from exc
+            if head.status_code != 200:
+                raise self._error(head)
+            return head, chunks
+
+        head, rest = self._retrying(open_stream)
+        text, first, last, done = "", None, head, False
+        resp = head
+        try:
+            while True:
+                if resp.status_code != 200 and resp.code == "Unknown":
+                    raise ProtocolError(  # the SDK's label for a chunk that was not JSON
+                        f"The stream from {self._where} held a chunk that is not JSON: "
+                        f"{str(resp.message)[:60]!r}",
+                        "ask again; the text received so far is in err.partial",
+                        partial=text,
+                    )
+                if resp.status_code != 200:
+                    raise self._error(resp, partial=text)
+                delta = output_text(resp.output)
+                if delta:
+                    if first is None:
+                        first = time.monotonic() - started
+                    text += delta
+                    yield delta
+                last, done = resp, finish_reason(resp.output) is not None
+                if done:
+                    break
+                resp = next(rest)
+        except StopIteration:
+            pass
+        except BackendError:
+            raise
+        except Exception as exc:
+            err = self._translate(exc, started=True, partial=text)
+            if err is None:
+                raise
+            raise err from exc
+        if not done:
+            raise ConnectionLost(
+                f"The stream from {self._where} ended before the answer was complete",
+                "the text received so far is in err.partial; ask again for the full answer",
+                partial=text,
+            )
+        self._finish(text, last, started, first, last)
+
+
+class Chat:
+    """A multi-turn conversation with :class:`QwenAudio`; each answer is appended to the history as
+    the service returned it, and sent back with the next question."""
+
+    def __init__(self, client: QwenAudio, system: str | None = None) -> None:
+        self.client = client
+        self.messages: list[dict[str, Any]] = []
+        if system:
+            self.messages.append({"role": "system", "content": [{"text": system}]})
+
+    def ask(self, audio: AudioInput | None = None, text: str | None = None) -> Reply:
+        """Ask within the conversation; the question and answer join the history on success."""
+        user = self.client._user_message(audio, text)
+        reply = self.client._complete([*self.messages, user])
+        message = reply.raw.output.choices[0].message
+        content = [dict(item) for item in message.content]
+        self.messages += [user, {"role": message.role or "assistant", "content": content}]
+        return reply
+
+    def __len__(self) -> int:
+        """Number of completed question/answer turns."""
+        return sum(1 for m in self.messages if m["role"] == "assistant")

@@ -1,0 +1,396 @@
+"""The Recorder widget: streams microphone PCM (16 kHz int16) from the browser to the kernel.
+
+The browser half (``recorder.js``) captures with an AudioWorklet, downsamples to 16 kHz and sends
+~100 ms chunks as binary custom messages. This half writes every chunk to a WAV file on disk as it
+arrives (so a page reload or kernel restart loses nothing already captured), hands it to
+``on_chunk`` callbacks and ``stream()`` iterators, and keeps the finished takes as Clips.
+
+Only small state is synced (status, level, elapsed, error, options, the file path): saved widget
+state ends up in the notebook file, so audio never goes into a trait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import numpy as np
+import traitlets
+
+from nbtoolkit.audio import Clip
+from nbtoolkit.errors import AudioError
+
+__all__ = ["RATE", "Recorder", "clip_from_ipywebrtc", "is_headless"]
+
+log = logging.getLogger(__name__)
+
+#: The rate of every chunk and recording, in Hz (what speech backends expect).
+RATE = 16000
+_HERE = Path(__file__).parent
+_DEFAULT_DIR = Path("~/.cache/nbtoolkit/recordings")
+_WAV_HEADER_BYTES = 44
+
+ChunkCallback = Callable[[bytes], Any]
+
+
+def is_headless() -> bool:
+    """True when no browser is attached (nbmake/CI): widgets should use a simulated source.
+
+    ``NBTOOLKIT_HEADLESS=1`` (set by the Makefile) decides; otherwise a kernel started by pytest
+    without a Jupyter session is taken as headless.
+    """
+    flag = os.environ.get("NBTOOLKIT_HEADLESS")
+    if flag is not None:
+        return flag.strip().lower() not in ("", "0", "false", "no")
+    return "PYTEST_CURRENT_TEST" in os.environ and "JPY_SESSION_NAME" not in os.environ
+
+
+class _WavLog:
+    """A PCM16 mono WAV file that is valid after every append (its header is rewritten each time)."""
+
+    def __init__(self, path: Path, rate: int) -> None:
+        self.path = path
+        self.rate = rate
+        self.data_bytes = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = path.open("w+b")
+        self._fh.write(_wav_header(rate, 0))
+        self._fh.flush()
+
+    def append(self, pcm: bytes) -> None:
+        self._fh.seek(0, os.SEEK_END)
+        self._fh.write(pcm)
+        self.data_bytes += len(pcm)
+        self._fh.seek(0)
+        self._fh.write(_wav_header(self.rate, self.data_bytes))
+        # flushed to the OS on every chunk: a killed kernel leaves a complete, readable file
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _wav_header(rate: int, data_bytes: int) -> bytes:
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
+
+
+class Recorder(anywidget.AnyWidget):
+    """Record from the browser's microphone, streaming 16 kHz PCM16 chunks to the kernel.
+
+    Parameters
+    ----------
+    source:
+        A Clip to play through the same chunk path instead of a microphone (headless runs, demos).
+        ``start()`` (or the Record button) feeds it; see :meth:`simulate`.
+    realtime:
+        Feed ``source`` at real-time pace (True) or as fast as possible (False).
+    save_dir:
+        Where recordings are written as they arrive (default ``~/.cache/nbtoolkit/recordings``).
+
+    Use ``rec.on_chunk(callback)`` or ``async for pcm in rec.stream()`` for the live chunks,
+    ``rec.clip`` for the last finished recording and ``rec.clips`` for all of them.
+    """
+
+    _esm = _HERE / "recorder.js"
+    _css = _HERE / "recorder.css"
+
+    status = traitlets.Unicode("idle").tag(sync=True)  # idle | recording | stopped | error
+    level = traitlets.Float(0.0).tag(sync=True)  # RMS of the latest audio, 0…1
+    elapsed = traitlets.Float(0.0).tag(sync=True)  # seconds in the current take
+    error = traitlets.Unicode("").tag(sync=True)
+    path = traitlets.Unicode("").tag(sync=True)  # the file the current/last take is written to
+    simulated = traitlets.Bool(False).tag(sync=True)  # Record plays `source` instead of a mic
+    chunk_ms = traitlets.Int(100).tag(sync=True)
+    echo_cancellation = traitlets.Bool(False).tag(sync=True)
+    noise_suppression = traitlets.Bool(False).tag(sync=True)
+    auto_gain_control = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(
+        self,
+        source: Clip | None = None,
+        *,
+        realtime: bool = True,
+        save_dir: str | Path | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(simulated=source is not None, **kwargs)
+        self.source = source
+        self.realtime = realtime
+        self.save_dir = Path(save_dir or _DEFAULT_DIR).expanduser()
+        #: Finished recordings, oldest first.
+        self.clips: list[Clip] = []
+        #: Browser→kernel delay of each chunk of the current take (ms, same machine clock).
+        self.chunk_latencies_ms: list[float] = []
+        #: Chunks of the current take that never arrived (sequence gaps).
+        self.missing_chunks = 0
+        self._callbacks: list[ChunkCallback] = []
+        self._streams: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[bytes | None]]] = []
+        self._wav: _WavLog | None = None
+        self._pcm = bytearray()
+        self._last_seq = -1
+        self._views_ready = 0
+        self._sim_task: asyncio.Task[Clip | None] | None = None
+        self.on_msg(self._on_custom_msg)
+        self.observe(self._on_error, names="error")
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def clip(self) -> Clip | None:
+        """The last finished recording at 16 kHz (None before the first one)."""
+        return self.clips[-1] if self.clips else None
+
+    @property
+    def recording(self) -> bool:
+        """True while a take is open (chunks are arriving)."""
+        return self._wav is not None
+
+    def on_chunk(self, callback: ChunkCallback, remove: bool = False) -> None:
+        """Call ``callback(pcm16_bytes)`` for every chunk as it arrives (16 kHz mono)."""
+        if remove:
+            self._callbacks.remove(callback)
+        else:
+            self._callbacks.append(callback)
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """Yield the PCM16 chunks of the current (or next) take until it stops."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        entry = (loop, queue)
+        self._streams.append(entry)
+        try:
+            while (pcm := await queue.get()) is not None:
+                yield pcm
+        finally:
+            self._streams.remove(entry)
+
+    def start(self) -> asyncio.Task[Clip | None] | Clip | None:
+        """Start recording: plays ``source`` if one was given, else asks the browser view to record.
+
+        With a source this returns what :meth:`simulate` returns.
+        """
+        if self.source is not None:
+            return self.simulate(self.source, realtime=self.realtime)
+        if not self._views_ready:
+            raise AudioError(
+                "The Recorder is not displayed in a browser, so there is no microphone",
+                "display it (end a cell with `rec`) and press Record, or pass source=Clip",
+            )
+        self.send({"type": "start"})
+        return None
+
+    def stop(self) -> None:
+        """Stop recording (the browser sends what it holds, then the take is finished)."""
+        if self._sim_task is not None and not self._sim_task.done():
+            self._sim_task.cancel()
+        self.send({"type": "stop"})
+
+    def simulate(
+        self, clip: Clip, *, realtime: bool = False, chunk_ms: int | None = None
+    ) -> asyncio.Task[Clip | None] | Clip | None:
+        """Feed ``clip`` through the same chunk path as the microphone.
+
+        ``realtime=False`` runs to the end now and returns the finished Clip. ``realtime=True``
+        paces chunks like a live microphone: inside a running event loop (a Jupyter kernel) it
+        starts a background task and returns it, so the cell returns at once and widget messages
+        keep flowing; without a loop it blocks until done.
+        """
+        if realtime:
+            coro = self.asimulate(clip, realtime=True, chunk_ms=chunk_ms)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return asyncio.run(coro)
+            self._sim_task = loop.create_task(coro)
+            return self._sim_task
+        self._simulated_start()
+        for seq, pcm in enumerate(self._source_chunks(clip, chunk_ms)):
+            self._simulated_chunk(seq, pcm)
+        return self._simulated_stop()
+
+    async def asimulate(
+        self, clip: Clip, *, realtime: bool = True, chunk_ms: int | None = None
+    ) -> Clip | None:
+        """Coroutine form of :meth:`simulate`; returns the finished Clip."""
+        ms = chunk_ms or self.chunk_ms
+        self._simulated_start()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            for seq, pcm in enumerate(self._source_chunks(clip, ms)):
+                if realtime:
+                    # pace against the start time so scheduling delays do not accumulate
+                    await asyncio.sleep(max(0.0, t0 + (seq + 1) * ms / 1000 - loop.time()))
+                else:
+                    await asyncio.sleep(0)
+                self._simulated_chunk(seq, pcm)
+        finally:
+            clip_out = self._simulated_stop()
+        return clip_out
+
+    @staticmethod
+    def recover(path: str | Path) -> Clip:
+        """Read a recording left on disk (also one cut short by a reload, crash or kernel restart)."""
+        p = Path(path).expanduser()
+        raw = p.read_bytes()
+        if len(raw) < _WAV_HEADER_BYTES or raw[:4] != b"RIFF" or raw[36:40] != b"data":
+            # not one of ours: let the general decoder try
+            return Clip.load(p)
+        rate = struct.unpack("<I", raw[24:28])[0]
+        # trust the file length over the header: the last append may have outrun its header
+        body = raw[_WAV_HEADER_BYTES:]
+        body = body[: len(body) - len(body) % 2]
+        if not body:
+            raise AudioError(f"{p} holds no audio yet", "record for longer before recovering")
+        return Clip.from_pcm(body, rate)
+
+    @classmethod
+    def from_ipywebrtc(cls, audio_recorder: Any, **kwargs: Any) -> Recorder:
+        """A Recorder fed by an ipywebrtc ``AudioRecorder``: each finished WebM becomes a take.
+
+        ipywebrtc only delivers a whole recording after it stops (no live chunks), so the take
+        arrives at once through the normal chunk path (callbacks, ``clips``, the file on disk).
+        """
+        rec = cls(**kwargs)
+
+        def on_value(change: dict[str, Any]) -> None:
+            if change["new"]:
+                rec.simulate(clip_from_ipywebrtc(audio_recorder), realtime=False)
+
+        audio_recorder.audio.observe(on_value, names="value")
+        return rec
+
+    # ----------------------------------------------------------------- the chunk path
+    def _on_custom_msg(self, _widget: Any, content: dict[str, Any], buffers: list[Any]) -> None:
+        kind = content.get("type")
+        if kind == "ready":
+            self._views_ready += 1
+            # a new view means any earlier view is gone (reload): its take can never finish
+            self._finish_take()
+        elif kind == "start":
+            self._finish_take()
+            self._begin_take()
+        elif kind == "chunk" and buffers:
+            self._add_chunk(
+                int(content.get("seq", self._last_seq + 1)), content.get("t"), buffers[0]
+            )
+        elif kind == "stop":
+            if self._sim_task is not None and not self._sim_task.done():
+                self._sim_task.cancel()  # its cleanup finishes the take
+            else:
+                self._finish_take()
+        elif kind == "record":
+            self._on_record_pressed()
+        else:
+            log.debug("Recorder ignored message %r", kind)
+
+    def _begin_take(self) -> None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        self._wav = _WavLog(self.save_dir / f"rec-{stamp}.wav", RATE)
+        self._pcm = bytearray()
+        self._last_seq = -1
+        self.missing_chunks = 0
+        self.chunk_latencies_ms = []
+        self.error = ""
+        self.path = str(self._wav.path)
+
+    def _add_chunk(self, seq: int, t_ms: Any, buffer: Any) -> None:
+        pcm = bytes(buffer)
+        if seq <= self._last_seq or not pcm:
+            return  # a duplicate (re-sent) or empty chunk
+        if self._wav is None:
+            self._begin_take()
+        assert self._wav is not None
+        if len(pcm) % 2:
+            pcm = pcm[:-1]
+        self.missing_chunks += seq - self._last_seq - 1
+        self._last_seq = seq
+        if isinstance(t_ms, (int, float)):
+            self.chunk_latencies_ms.append(time.time() * 1000 - float(t_ms))
+        self._wav.append(pcm)
+        self._pcm += pcm
+        for callback in list(self._callbacks):
+            try:
+                callback(pcm)
+            except Exception:
+                # one failing consumer must not stop the recording or the others
+                log.exception("Recorder on_chunk callback %r failed", callback)
+        for loop, queue in list(self._streams):
+            loop.call_soon_threadsafe(queue.put_nowait, pcm)
+
+    def _finish_take(self) -> Clip | None:
+        if self._wav is None:
+            return None
+        wav, self._wav = self._wav, None
+        wav.close()
+        for loop, queue in list(self._streams):
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+        if not self._pcm:
+            wav.path.unlink(missing_ok=True)
+            self.path = ""
+            return None
+        clip = Clip.from_pcm(bytes(self._pcm), RATE)
+        self._pcm = bytearray()
+        self.clips.append(clip)
+        return clip
+
+    def _on_error(self, change: dict[str, Any]) -> None:
+        if change["new"]:
+            self._finish_take()
+
+    # ----------------------------------------------------------------- simulated source
+    def _source_chunks(self, clip: Clip, chunk_ms: int | None) -> list[bytes]:
+        return list(clip.resample(RATE).chunks(chunk_ms or self.chunk_ms))
+
+    def _simulated_start(self) -> None:
+        self._on_custom_msg(self, {"type": "start"}, [])
+        self.status = "recording"
+
+    def _simulated_chunk(self, seq: int, pcm: bytes) -> None:
+        self._on_custom_msg(self, {"type": "chunk", "seq": seq, "t": time.time() * 1000}, [pcm])
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64) / 32768.0
+        self.level = float(np.sqrt(np.mean(samples * samples))) if samples.size else 0.0
+        self.elapsed = len(self._pcm) / 2 / RATE
+
+    def _simulated_stop(self) -> Clip | None:
+        # not via a "stop" message: from the view that means "cancel the simulation"
+        self._finish_take()
+        self.status = "stopped"
+        self.level = 0.0
+        return self.clip
+
+    def _on_record_pressed(self) -> None:
+        # the Record button of a simulated Recorder plays the source in the background
+        if self.source is None or (self._sim_task is not None and not self._sim_task.done()):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.simulate(self.source, realtime=False)
+            return
+        self._sim_task = loop.create_task(self.asimulate(self.source, realtime=self.realtime))
+
+
+def clip_from_ipywebrtc(audio_recorder: Any) -> Clip:
+    """The finished recording of an ipywebrtc ``AudioRecorder`` (its WebM/Opus blob) as a Clip."""
+    data = bytes(audio_recorder.audio.value or b"")
+    if not data:
+        raise AudioError(
+            "The ipywebrtc recorder holds no recording yet",
+            "press its record button, then stop, before converting",
+        )
+    return Clip.load(data)

@@ -1,0 +1,96 @@
+"""The Player in real headless Chromium: 30 s streamed in real time, then a barge-in flush."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import SCREENSHOTS, Lab, open_notebook, run_cell, screenshot, wait_for_file
+from tests.conftest import timeout
+
+pytestmark = pytest.mark.browser
+
+STREAM_SECONDS = 30
+
+# Runs in the kernel as a background task, so the cell returns and widget messages keep flowing.
+DRIVER = """
+import asyncio, json
+import numpy as np
+from nbtoolkit.audio import Clip
+
+async def until(predicate, seconds):
+    changed = asyncio.Event()
+    names = ["buffered_ms", "position_ms", "flushed", "underruns", "playing"]
+    poke = lambda _change: changed.set()
+    player.observe(poke, names=names)
+    try:
+        async with asyncio.timeout(seconds):
+            while not predicate():
+                changed.clear()
+                await changed.wait()
+    finally:
+        player.unobserve(poke, names=names)
+
+async def drive(seconds, result):
+    rate = 24000
+    t = np.arange(rate * (seconds + 3)) / rate
+    sweep = Clip.from_array(0.2 * np.sin(2 * np.pi * (300 + 100 * np.sin(2 * np.pi * 0.2 * t)) * t), rate)
+    chunks = list(sweep[0:seconds].chunks(100))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    positions = []
+    for i, chunk in enumerate(chunks):
+        # real-time pace against the start, like audio arriving from a backend
+        await asyncio.sleep(max(0.0, t0 + i * 0.1 - loop.time()))
+        player.feed(chunk)
+        if i % 10 == 0:
+            positions.append(player.position_ms)
+    # an answer still arriving faster than it plays: then the user barges in
+    player.feed(sweep[seconds:].to_pcm())
+    await until(lambda: player.buffered_ms > 2000, 10)
+    report = {"positions_ms": positions, "underruns": player.underruns,
+              "before_flush": {"buffered_ms": player.buffered_ms, "position_ms": player.position_ms},
+              "fed_ms": player.fed_ms}
+    player.flush()
+    await until(lambda: player.flushed == 1 and player.buffered_ms == 0 and not player.playing, 10)
+    report["after_flush"] = {"buffered_ms": player.buffered_ms, "position_ms": player.position_ms,
+                             "playing": player.playing, "interrupted_at_ms": player.interrupted_at_ms,
+                             "fed_ms": player.fed_ms}
+    open(result, "w").write(json.dumps(report))
+
+task = asyncio.get_running_loop().create_task(drive(SECONDS, RESULT))
+"""
+
+
+def test_player_streams_30_s_gaplessly_and_flush_stops_it_at_once(page, lab: Lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = tmp_path / "player.json"
+    driver = DRIVER.replace("SECONDS, RESULT", f"{STREAM_SECONDS}, r'{result}'")
+    lab.write_notebook(
+        "player.ipynb", ["from nbtoolkit.widgets import Player\nplayer = Player(rate=24000)\nplayer", driver]
+    )
+    open_notebook(page, lab, "player.ipynb")
+    run_cell(page, "player = Player(")
+    page.locator(".nbtk-player .nbtk-stats").wait_for(timeout=timeout(30) * 1000)
+    run_cell(page, "async def drive(")
+
+    page.wait_for_function(
+        "() => /played (1[0-9]|[2-9][0-9])\\./.test(document.querySelector('.nbtk-player .nbtk-stats').textContent)",
+        timeout=timeout(40) * 1000,
+    )
+    screenshot(page, "player_playing.png")
+    report = wait_for_file(result, timeout(STREAM_SECONDS + 40))
+    screenshot(page, "player_flushed.png")
+
+    positions = report["positions_ms"]
+    assert report["underruns"] == 0, report
+    assert all(b > a for a, b in zip(positions[1:], positions[2:])), positions  # advancing
+    assert positions[-1] >= (STREAM_SECONDS - 3) * 1000
+    assert report["before_flush"]["buffered_ms"] > 2000
+    after = report["after_flush"]
+    assert after["buffered_ms"] == 0 and not after["playing"] and after["fed_ms"] == 0
+    # the view reports how far it got: inside what was fed, short of the end
+    assert 0 < after["interrupted_at_ms"] < report["fed_ms"]
+    (SCREENSHOTS.parent / "player_metrics.json").write_text(json.dumps(report, indent=1))
+    print("player over", STREAM_SECONDS, "s:", json.dumps({k: v for k, v in report.items() if k != "positions_ms"}))
