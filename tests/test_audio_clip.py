@@ -7,6 +7,9 @@ import wave
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from nbtoolkit.audio import Clip
 from nbtoolkit.audio.features import dominant_pitch
@@ -63,6 +66,15 @@ def test_from_array_copies_so_later_edits_to_the_input_do_not_change_the_clip() 
     assert not clip.samples.any()
     with pytest.raises(ValueError):
         clip.samples[0] = 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.int16, st.integers(1, 400)), st.sampled_from([8000, 16000, 44100]))
+def test_float_pcm_and_wav_round_trips_are_sample_exact(x: np.ndarray, rate: int) -> None:
+    clip = Clip(x, rate)
+    assert Clip.from_array(clip.to_float(), rate) == clip
+    assert Clip.from_pcm(clip.to_pcm(), rate) == clip
+    assert Clip.load(clip.to_wav()) == clip
 
 
 def test_pcm_bytes_round_trip() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -22,8 +24,8 @@ def test_envelope_matches_min_and_max_of_each_slice() -> None:
     clip = Clip(x, RATE)
     mins, maxs = envelope(clip, 100)
     bounds = np.linspace(0, x.size, 101).astype(int)
-    assert mins.tolist() == [x[a:b].min() for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    assert maxs.tolist() == [x[a:b].max() for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    assert mins.tolist() == [x[a:b].min() for a, b in pairwise(bounds)]
+    assert maxs.tolist() == [x[a:b].max() for a, b in pairwise(bounds)]
 
 
 def test_envelope_never_asks_for_more_columns_than_samples() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import timeout
 
 from nbtoolkit.audio import Clip
 from nbtoolkit.display import (
@@ -24,8 +25,6 @@ from nbtoolkit.display import (
     waveform_svg,
 )
 from nbtoolkit.errors import AudioError
-
-from conftest import timeout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +64,7 @@ def test_plot_waveform_draws_one_min_max_column_per_pixel(plt) -> None:  # type:
 
 
 def test_plot_waveform_makes_its_own_figure_sized_to_its_pixels(plt) -> None:  # type: ignore[no-untyped-def]
-    ax = plot_waveform(sine(seconds=600))
+    ax = plot_waveform(sine(seconds=120))
     width = round(ax.bbox.width)
     ys = ax.collections[0].get_paths()[0].vertices[:, 1]
     assert len(ys) <= 2 * width + 10

@@ -187,8 +187,10 @@ def test_sdk_parser_dispatches_every_frame_of_a_round() -> None:
     transcribe = frames[-1]
     assert isinstance(transcribe, Transcribe)
     out = session.on_transcript(transcribe.round, "one plus one equals what")
-    out += session.on_reply(transcribe.round, "two")
-    out += session.on_spoken(transcribe.round)
+    respond = out[-1]
+    assert isinstance(respond, Respond)
+    out += session.on_reply(respond.round, "two")
+    out += session.on_spoken(respond.round)
     for f in frames + out:
         if isinstance(f, Frame):
             response.handle_text_response(json.dumps(f.message))

@@ -429,3 +429,18 @@ def test_turn_collector_folds_one_exchange() -> None:
     assert bytes(collector.audio) == b"\x01\x00" * 4
     assert collector.response_id == rid
     assert collector.usage is not None and "input_tokens_details" in collector.usage
+
+
+def test_failed_transcription_is_reported_and_the_turn_still_answered() -> None:
+    session = RealtimeSession("m")
+    session.opened()
+    session.receive(InputAudioAppend.of(SPEECH).to_json())
+    session.speech_started(0)
+    item = session.speech_stopped(900, SPEECH).actions[0].item_id  # type: ignore[union-attr]
+    step = session.transcribed(item, "", "engine error: RuntimeError")
+    assert types(step.events)[:2] == [
+        "conversation.item.input_audio_transcription.failed",
+        "response.created",
+    ]
+    assert step.events[0].to_dict()["error"]["message"] == "engine error: RuntimeError"
+    assert isinstance(step.actions[0], NeedAnswer) and step.actions[0].heard == ""

@@ -207,3 +207,40 @@ def test_upload_with_a_forged_signature_is_refused(server: Any) -> None:
     )
     assert reply.status_code == 403
     assert policy["upload_dir"] + "/x.wav" not in server.app.state.uploads
+
+
+def test_rate_limit_fault_reaches_the_sdk_as_429_with_retry_after(
+    sdk: Any, faulty_server: Any
+) -> None:
+    from nbtoolkit.local import Faults
+
+    faulty_server.faults = Faults(status=429, retry_after=7)
+    refused = sdk.MultiModalConversation.call(model=MODEL, messages=user({"text": "hello"}))
+    assert (refused.status_code, refused.code) == (429, "Throttling")
+    assert {k.lower(): v for k, v in refused.headers.items()}["retry-after"] == "7"
+    answered = sdk.MultiModalConversation.call(model=MODEL, messages=user({"text": "hello"}))
+    assert answered.status_code == 200  # fail_times=1: only the first request was refused
+
+
+class _BrokenEngine:
+    def respond(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("engine exploded")
+
+
+def test_engine_failure_is_a_500_before_a_stream_and_an_error_event_inside_one() -> None:
+    import dashscope
+
+    from nbtoolkit.local import start
+
+    with start(engine=_BrokenEngine()) as broken:
+        common = {
+            "model": MODEL,
+            "messages": user({"text": "hello"}),
+            "api_key": broken.token.reveal(),
+            "base_address": broken.endpoints.http_base,
+        }
+        plain = dashscope.MultiModalConversation.call(**common)
+        assert (plain.status_code, plain.code) == (500, "InternalError")
+        [chunk] = list(dashscope.MultiModalConversation.call(**common, stream=True))
+        assert (chunk.status_code, chunk.code) == (500, "InternalError")
+        assert "try again" in chunk.message

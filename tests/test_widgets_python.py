@@ -43,7 +43,10 @@ class FakeComm:
         pass
 
     def from_view(self, content: dict[str, Any], buffers: list[bytes] | None = None) -> None:
-        msg = {"content": {"data": {"method": "custom", "content": content}}, "buffers": buffers or []}
+        msg = {
+            "content": {"data": {"method": "custom", "content": content}},
+            "buffers": buffers or [],
+        }
         self._handler(msg)
 
     def view_sets(self, **state: Any) -> None:
@@ -285,6 +288,28 @@ def test_realtime_simulation_streams_while_recording(tmp_path) -> None:  # type:
     assert b"".join(got) == source.to_pcm()
     # paced, not a burst: the consumer saw chunks while the take was still open
     assert still_recording[0]
+    rec.close()
+
+
+def test_record_button_of_a_simulated_recorder_plays_the_source_and_stop_cancels(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    source = tone(3.0)
+    rec = Recorder(source=source, realtime=True, save_dir=tmp_path)
+    comm = FakeComm()
+    rec.comm = comm
+    assert rec.simulated  # the view's Record button then asks the kernel instead of a microphone
+
+    async def main() -> None:
+        chunks = rec.stream()
+        comm.from_view({"type": "record"})
+        await asyncio.wait_for(anext(chunks), timeout(5))  # the first chunk is live
+        comm.from_view({"type": "stop"})
+        async for _ in chunks:  # the stream ends with the take
+            pass
+
+    asyncio.run(main())
+    assert rec.clip is not None and 0 < rec.clip.duration < source.duration
+    assert rec.clip.to_pcm() == source.to_pcm()[: rec.clip.nbytes]
+    assert rec.status == "stopped"
     rec.close()
 
 

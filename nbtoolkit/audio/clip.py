@@ -151,7 +151,7 @@ class Clip:
         clip = (
             source if isinstance(source, Clip) else decode(source, allow_truncated=allow_truncated)
         )
-        return clip.resample(rate) if rate else clip
+        return clip if rate is None else clip.resample(rate)
 
     @classmethod
     def from_ipywebrtc(cls, recorder: Any, rate: int | None = None) -> Clip:

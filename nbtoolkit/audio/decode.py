@@ -87,12 +87,8 @@ def _read_source(source: Any, max_bytes: int) -> tuple[bytes, str]:
 
 
 def _not_audio(name: str, data: bytes, detail: str) -> AudioError:
-    head = data[:512]
-    try:
-        head.decode("utf-8")
-        looks_like_text = all(c >= 32 or c in b"\t\r\n" for c in head)
-    except UnicodeDecodeError:
-        looks_like_text = False
+    # text has no control bytes besides whitespace; binary formats all have them in their header
+    looks_like_text = all(c >= 32 or c in b"\t\r\n" for c in data[:512])
     what = (
         "looks like text, not audio"
         if looks_like_text
@@ -190,7 +186,7 @@ def decode(
                     total += out.samples
                     if total > max_seconds * rate:
                         raise AudioError(
-                            f"{name} decodes to more than {max_seconds / 3600:g} hours of audio",
+                            f"{name} decodes to more than {max_seconds:g} s of audio",
                             "cut it into parts (e.g. ffmpeg -ss/-t), or pass max_seconds= to "
                             "nbtoolkit.audio.decode()",
                         )

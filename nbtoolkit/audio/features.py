@@ -126,7 +126,7 @@ def spectrogram(clip: Clip, *, n_fft: int | None = None, max_columns: int = 800)
     n_fft = n_fft or _default_fft_size(clip.rate)
     if n_fft < 16 or max_columns < 1:
         raise AudioError("n_fft must be at least 16 and max_columns at least 1", "use the defaults")
-    x = clip.samples.astype(np.float32) / 32768.0
+    x = clip.samples
     if x.size < n_fft:
         x = np.pad(x, (0, n_fft - x.size))
     hop = n_fft // 4
@@ -134,7 +134,8 @@ def spectrogram(clip: Clip, *, n_fft: int | None = None, max_columns: int = 800)
     if starts.size > max_columns:
         starts = np.linspace(0, x.size - n_fft, max_columns).astype(np.intp)
     window = np.hanning(n_fft).astype(np.float32)
-    frames = x[starts[:, None] + np.arange(n_fft)] * window
+    # gather the frames first, then convert: never a float copy of the whole clip
+    frames = x[starts[:, None] + np.arange(n_fft)].astype(np.float32) * (window / 32768.0)
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
     # a full-scale sine puts amplitude sum(window)/2 into its bin; make that 0 dB
     ref = (window.sum() / 2) ** 2

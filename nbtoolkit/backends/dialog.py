@@ -382,6 +382,7 @@ class Dialog:
         """Connect, send Start, and wait until the server is Listening."""
         if self._sdk is not None:
             return
+        self._inbox, self._stopping, self.state = _Inbox(), False, "Idle"
         params = RequestParameters(
             upstream=Upstream(
                 type="AudioAndVideo" if self.video else "AudioOnly",
@@ -542,9 +543,21 @@ class Dialog:
         )
 
     def _usage(self, c: TurnCollector) -> Usage:
+        """The server's usage; without one (the service does not report it), counted here by the
+        offline engine's documented rule, so the ledger still shows the turn's size."""
+        local = self.endpoints.local
         if c.usage is not None:
-            return Usage.from_dashscope(c.usage, model=self.model, local=self.endpoints.local)
-        return Usage(model=self.model, local=self.endpoints.local)
+            return Usage.from_dashscope(c.usage, model=self.model, local=local)
+        from nbtoolkit.local.engine.usage import audio_tokens, text_tokens
+
+        return Usage(
+            model=self.model,
+            input_text=0 if c.sent_seconds else text_tokens(c.heard),
+            input_audio=audio_tokens(c.sent_seconds) if c.sent_seconds else 0,
+            output_text=text_tokens(c.text),
+            output_audio=audio_tokens(len(c.audio) / 2 / self.sample_rate) if c.audio else 0,
+            local=local,
+        )
 
     def _ready(self, timeline: Timeline) -> tuple[Any, TurnCollector]:
         """Handle what arrived since the last turn and wait until the server listens."""
@@ -594,6 +607,7 @@ class Dialog:
 
         def run(timeline: Timeline) -> list[TurnCollector]:
             sdk, collector = self._ready(timeline)
+            collector.sent_seconds = audio.duration
             if self.mode != "duplex":
                 timeline.mark("client", "SendSpeech")
                 sdk.start_speech()

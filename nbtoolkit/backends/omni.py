@@ -161,6 +161,9 @@ class OmniRealtime:
     iterator / converse) or "skip" (logged and marked on the timeline).
     """
 
+    #: The voices the service offers.
+    voices: ClassVar[tuple[str, ...]] = VOICES
+
     def __init__(
         self,
         endpoints: Endpoints | None = None,
@@ -385,6 +388,10 @@ class OmniRealtime:
                 code = ws.close_code or 1000
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd else (exc.sent.code if exc.sent else 1006)
+            except NbToolkitError as exc:  # e.g. the barge-in cancel could not be sent
+                await ws.close()
+                await self._finish(exc)
+                return
             self._mark("state", "closed", code=code)
             if self._closing:
                 await self._finish(None)
@@ -467,9 +474,12 @@ class OmniRealtime:
         self._mark("state", "barge_in", response_id=self._response_id)
         await self.cancel()
         if self.on_flush is not None:
-            result = self.on_flush()
-            if inspect.isawaitable(result):
-                await result
+            try:
+                result = self.on_flush()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # a player's bug must not end the conversation
+                log.exception("on_flush failed")
 
     async def _reconnect(self, code: int, policy: ReconnectPolicy) -> None:
         self._ready.clear()

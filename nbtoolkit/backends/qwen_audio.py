@@ -137,9 +137,9 @@ class QwenAudio:
                 "cut it first (e.g. clip[:30]) or use QwenAudio(on_too_long='trim')",
             )
         warnings.warn(
-            f"{what}; sending only its first 30 s (Qwen-Audio uses no more). "
+            f"{what}; sending at most its first 30 s as a 16 kHz WAV (Qwen-Audio uses no more). "
             "Pass on_too_long='refuse' to get an error instead.",
-            stacklevel=4,
+            stacklevel=6,  # the caller of ask()/stream()/Chat.ask()
         )
 
     def _clip(self, audio: Clip | str | os.PathLike[str] | bytes) -> Clip:
@@ -150,7 +150,7 @@ class QwenAudio:
             path = Path(str(audio)[len("file://") :] if str(audio).startswith("file://") else audio)
             size = path.stat().st_size if path.is_file() else None
         if size is not None and size > MAX_AUDIO_BYTES:
-            self._too_long(f"The audio file is {size / 1e6:.1f} MB")
+            self._too_long(f"The audio file is {size / 1e6:.1f} MB (over 10 MB)")
         clip = Clip.load(audio)
         if clip.duration > MAX_AUDIO_SECONDS:
             if size is None or size <= MAX_AUDIO_BYTES:
@@ -176,6 +176,9 @@ class QwenAudio:
             raise err from exc
 
     def _user_message(self, audio: AudioInput | None, text: str | None) -> dict[str, Any]:
+        """The user message, with local audio checked and uploaded (after the budget check, so a
+        refused call uploads nothing)."""
+        self.ledger.check(local=self.endpoints.local)
         if audio is None and not text:
             raise AudioError(
                 "Nothing to ask: neither audio nor text was given",
@@ -263,7 +266,6 @@ class QwenAudio:
         return reply
 
     def _complete(self, messages: list[dict[str, Any]]) -> Reply:
-        self.ledger.check(local=self.endpoints.local)
         started = time.monotonic()
 
         def attempt() -> Any:
@@ -276,7 +278,6 @@ class QwenAudio:
         return self._finish(output_text(resp.output), resp, started, None, resp)
 
     def _stream(self, messages: list[dict[str, Any]]) -> Iterator[str]:
-        self.ledger.check(local=self.endpoints.local)
         started = time.monotonic()
 
         def open_stream() -> tuple[Any, Iterator[Any]]:
@@ -329,6 +330,10 @@ class QwenAudio:
             if err is None:
                 raise
             raise err from exc
+        finally:
+            close = getattr(rest, "close", None)
+            if close is not None:
+                close()  # a reader that stops early releases the connection now, not at GC
         if not done:
             raise ConnectionLost(
                 f"The stream from {self._where} ended before the answer was complete",

@@ -638,7 +638,8 @@ class TurnCollector:
         self.text = ""
         self.audio = bytearray()
         self.commands: list[dict[str, Any]] = []
-        self.usage: dict[str, Any] | None = None
+        self.usage: dict[str, Any] | None = None  # RespondingEnded's payload.usage, if any
+        self.sent_seconds = 0.0  # speech the client sent (for counting usage when none came)
         self.speech_started = False
         self.speech_ended = False
         self.responding = False

@@ -940,14 +940,18 @@ class RealtimeSession:
         commit = self._commit(utterance, item_id)
         return Step([stopped, *commit.events], commit.actions)
 
-    def transcribed(self, item_id: str, text: str) -> Step:
-        """The words of committed input ``item_id``. In server-VAD mode this starts the answer."""
+    def transcribed(self, item_id: str, text: str, error: str | None = None) -> Step:
+        """The words of committed input ``item_id`` (``error``: the ASR failed and ``text`` is
+        what is known). In server-VAD mode this starts the answer."""
         entry = next((i for i in self.inputs if i.item_id == item_id), None)
         if entry is None:
             return Step([], [])
         entry.transcript = text
         events: list[RealtimeEvent] = []
-        if self.transcription_enabled:
+        if self.transcription_enabled and error is not None:
+            failure = {"code": "transcription_failed", "message": error, "param": None}
+            events.append(InputTranscriptionFailed(item_id=item_id, error=failure))
+        elif self.transcription_enabled:
             events.append(InputTranscriptionCompleted(item_id=item_id, transcript=text))
         settings = self.vad_settings
         if (

@@ -169,12 +169,24 @@ function render({ model, el: root }) {
       model.save_changes();
     };
     lab.appendChild(document.createTextNode(" " + label));
-    model.on(`change:${trait}`, () => (box.checked = model.get(trait)));
+    model.on(`change:${trait}`, () => {
+      box.checked = model.get(trait);
+      // a switch flipped mid-recording applies at once where the browser allows it
+      if (session && session.stream) {
+        session.stream.getAudioTracks().forEach((t) => t.applyConstraints(constraints()).catch(() => {}));
+      }
+    });
   }
   const info = el("div", "nbtk-info", root);
   const errorBox = el("div", "nbtk-error", root);
 
-  let session = null; // {close, ctx} while this view records
+  let session = null; // {close, ctx, stream} while this view records
+  const constraints = () => ({
+    channelCount: 1,
+    echoCancellation: model.get("echo_cancellation"),
+    noiseSuppression: model.get("noise_suppression"),
+    autoGainControl: model.get("auto_gain_control"),
+  });
   const columns = []; // [min, max] per ~25 ms, for the live waveform
   const maxColumns = canvas.width;
 
@@ -218,14 +230,7 @@ function render({ model, el: root }) {
       if (!window.isSecureContext) throw { name: "InsecureContext" };
       if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) throw { name: "NoMediaDevices" };
       ctx = new AudioContext();
-      const stream = await navigator.mediaDevices.getUserMedia({
-        audio: {
-          channelCount: 1,
-          echoCancellation: model.get("echo_cancellation"),
-          noiseSuppression: model.get("noise_suppression"),
-          autoGainControl: model.get("auto_gain_control"),
-        },
-      });
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: constraints() });
       const chunkSamples = Math.round((OUT_RATE * model.get("chunk_ms")) / 1000);
       const down = new Downsampler(ctx.sampleRate, OUT_RATE);
       const colSamples = Math.round(ctx.sampleRate * 0.025);
@@ -284,6 +289,7 @@ function render({ model, el: root }) {
       });
       session = {
         ctx,
+        stream,
         close: () => {
           close();
           if (pending.length) sendChunk();

@@ -195,8 +195,8 @@ class Recorder(anywidget.AnyWidget):
 
     def stop(self) -> None:
         """Stop recording (the browser sends what it holds, then the take is finished)."""
-        if self._sim_task is not None and not self._sim_task.done():
-            self._sim_task.cancel()
+        if (task := self._running_simulation()) is not None:
+            task.cancel()
         self.send({"type": "stop"})
 
     def simulate(
@@ -279,8 +279,9 @@ class Recorder(anywidget.AnyWidget):
         kind = content.get("type")
         if kind == "ready":
             self._views_ready += 1
-            # a new view means any earlier view is gone (reload): its take can never finish
-            self._finish_take()
+            if self._running_simulation() is None:
+                # a new view means the earlier one is gone (reload): its take can never finish
+                self._finish_take()
         elif kind == "start":
             self._finish_take()
             self._begin_take()
@@ -289,8 +290,8 @@ class Recorder(anywidget.AnyWidget):
                 int(content.get("seq", self._last_seq + 1)), content.get("t"), buffers[0]
             )
         elif kind == "stop":
-            if self._sim_task is not None and not self._sim_task.done():
-                self._sim_task.cancel()  # its cleanup finishes the take
+            if (task := self._running_simulation()) is not None:
+                task.cancel()  # its cleanup finishes the take
             else:
                 self._finish_take()
         elif kind == "record":
@@ -373,9 +374,13 @@ class Recorder(anywidget.AnyWidget):
         self.level = 0.0
         return self.clip
 
+    def _running_simulation(self) -> asyncio.Task[Clip | None] | None:
+        task = self._sim_task
+        return task if task is not None and not task.done() else None
+
     def _on_record_pressed(self) -> None:
         # the Record button of a simulated Recorder plays the source in the background
-        if self.source is None or (self._sim_task is not None and not self._sim_task.done()):
+        if self.source is None or self._running_simulation() is not None:
             return
         try:
             loop = asyncio.get_running_loop()

@@ -62,11 +62,21 @@ class Lab:
     def write_notebook(self, name: str, cells: list[str]) -> None:
         nb = {
             "cells": [
-                {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
+                {
+                    "cell_type": "code",
+                    "execution_count": None,
+                    "metadata": {},
+                    "outputs": [],
+                    "source": src,
+                }
                 for src in cells
             ],
             "metadata": {
-                "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+                "kernelspec": {
+                    "display_name": "Python 3 (ipykernel)",
+                    "language": "python",
+                    "name": "python3",
+                }
             },
             "nbformat": 4,
             "nbformat_minor": 5,
@@ -127,7 +137,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     )  # fmt: skip
     server = Lab(f"http://127.0.0.1:{port}", token, root)
     try:
-        _wait(lambda: _responds(server), timeout(60), f"JupyterLab did not start; see {base / 'lab.log'}")
+        _wait(
+            lambda: _responds(server),
+            timeout(60),
+            f"JupyterLab did not start; see {base / 'lab.log'}",
+        )
         yield server
     finally:
         try:
@@ -198,8 +212,10 @@ def wait_for_file(path: Path, seconds: float) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def screenshot(page: Any, name: str) -> Path:
+def screenshot(page: Any, name: str, widget: str) -> Path:
+    """Save a screenshot of the page with the ``widget`` (a CSS selector) scrolled into view."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator(widget).first.scroll_into_view_if_needed()
     path = SCREENSHOTS / name
     page.screenshot(path=str(path))
     return path

@@ -53,14 +53,16 @@ def test_recorder_streams_the_microphone_to_the_kernel_with_the_words_intact(
         arg=RECORD_SECONDS,
         timeout=timeout(30) * 1000,
     )
-    shot = screenshot(page, "recorder_recording.png")
+    shot = screenshot(page, "recorder_recording.png", ".nbtk-recorder")
     button.click()
-    page.locator(".nbtk-recorder .nbtk-info", has_text="stopped").wait_for(timeout=timeout(10) * 1000)
+    page.locator(".nbtk-recorder .nbtk-info", has_text="stopped").wait_for(
+        timeout=timeout(10) * 1000
+    )
     assert page.locator(".nbtk-recorder .nbtk-error").inner_text() == ""
 
     run_cell(page, "report = {")
     report = wait_for_file(result, timeout(60))
-    screenshot(page, "recorder_stopped.png")
+    screenshot(page, "recorder_stopped.png", ".nbtk-recorder")
 
     assert report["rate"] == 16000 and report["takes"] == 1
     assert report["seconds"] >= RECORD_SECONDS - 0.5
@@ -80,3 +82,22 @@ def test_recorder_streams_the_microphone_to_the_kernel_with_the_words_intact(
     }
     (SCREENSHOTS.parent / "recorder_metrics.json").write_text(json.dumps(metrics, indent=1))
     print("recorder browser→kernel chunk latency:", json.dumps(metrics))
+
+
+def test_recorder_explains_a_denied_microphone_in_the_widget(page, lab: Lab) -> None:  # type: ignore[no-untyped-def]
+    # the fake-media flags accept every prompt, so deny the way a user would: getUserMedia rejects
+    page.add_init_script(
+        "navigator.mediaDevices.getUserMedia = () =>"
+        " Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));"
+    )
+    lab.write_notebook(
+        "denied.ipynb", ["from nbtoolkit.widgets import Recorder\nrec = Recorder()\nrec"]
+    )
+    open_notebook(page, lab, "denied.ipynb")
+    run_cell(page, "rec = Recorder(")
+    page.locator(".nbtk-recorder .nbtk-record").click(timeout=timeout(30) * 1000)
+    error = page.locator(".nbtk-recorder .nbtk-error")
+    error.wait_for(state="visible", timeout=timeout(10) * 1000)
+    assert "Microphone access was denied" in error.inner_text()
+    assert "allow the microphone" in error.inner_text()
+    screenshot(page, "recorder_denied.png", ".nbtk-recorder")

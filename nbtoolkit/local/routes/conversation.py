@@ -169,7 +169,7 @@ class _DroppingStream(StreamingResponse):
     """An SSE response that can end *without* the final chunk: the client sees a broken stream,
     as when a connection drops, instead of a clean end of body."""
 
-    DROP = b""
+    DROP: Any = object()  # yielded by the body iterator to cut the connection
 
     async def stream_response(self, send: Send) -> None:
         await send(
@@ -178,8 +178,7 @@ class _DroppingStream(StreamingResponse):
         async for chunk in self.body_iterator:
             if chunk is self.DROP:
                 return  # uvicorn closes the transport when the response is incomplete
-            body = chunk if isinstance(chunk, bytes) else str(chunk).encode()
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

@@ -78,7 +78,6 @@ class _Connection:
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self.engine: Any = ws.app.state.engine
-        self.faults: Faults = ws.app.state.faults
         self.session = DialogSession(dialog_id=uuid.uuid4().hex)
         self.vad: Any = None
         self.task: asyncio.Task[None] | None = None
@@ -90,6 +89,12 @@ class _Connection:
         self.heard = ""
         self.heard_seconds = 0.0
         self.image_sizes: list[tuple[int, int]] = []
+
+    @property
+    def faults(self) -> Faults:
+        """Read on every use, so faults switched on mid-connection apply at once."""
+        faults: Faults = self.ws.app.state.faults
+        return faults
 
     # ------------------------------------------------------------------ receive loop
     async def run(self) -> None:
@@ -136,8 +141,9 @@ class _Connection:
                 self._cancel_round()
             elif isinstance(out, Close):
                 await self._close(out.code, out.reason)
-            else:
+            else:  # a new round: whatever the previous one left is void
                 self._cancel_round()
+                self.heard, self.heard_seconds, self.image_sizes = "", 0.0, []
                 self.task = asyncio.create_task(self._round(out))
 
     async def _detect(self, pcm: bytes) -> None:
@@ -207,7 +213,6 @@ class _Connection:
         usage = self._usage(action.text, clip.duration)
         if self.heard:  # TTS-only rounds are not part of the conversation
             self.history.append((self.heard, action.text))
-        self.heard, self.heard_seconds, self.image_sizes = "", 0.0, []
         return self.session.on_spoken(action.round, usage)
 
     def _usage(self, answer: str, answer_seconds: float) -> dict[str, Any]:
@@ -263,6 +268,8 @@ class _Connection:
         if self.closed:
             raise _Closed
         if answer:
+            if self.faults.never_answer:
+                return  # swallowed rather than awaited forever, so the connection can still end
             await self._inject_faults()
             self.answer_frames += 1
         async with self.lock:
@@ -318,23 +325,10 @@ class _Connection:
 
 
 def _transport_of(ws: WebSocket) -> Any:
-    """The asyncio transport under ``ws``: ASGI hides it, so follow the ``send`` callable through
-    the middleware closures to uvicorn's protocol object (only the abrupt-close fault needs it)."""
-    seen: set[int] = set()
-    stack: list[Any] = [getattr(ws, "_send", None)]
-    while stack:
-        fn = stack.pop()
-        if fn is None or id(fn) in seen:
-            continue
-        seen.add(id(fn))
-        transport = getattr(getattr(fn, "__self__", None), "transport", None)
-        if transport is not None:
-            return transport
-        for cell in getattr(fn, "__closure__", None) or ():
-            with contextlib.suppress(ValueError):
-                if callable(cell.cell_contents):
-                    stack.append(cell.cell_contents)
-    return None
+    """The asyncio transport under ``ws`` (ASGI hides it; ``receive`` is a method of uvicorn's
+    protocol object). Only the abrupt-close fault needs it."""
+    protocol = getattr(getattr(ws, "_receive", None), "__self__", None)
+    return getattr(protocol, "transport", None)
 
 
 def _image_size(data: bytes) -> tuple[int, int]:

@@ -128,7 +128,9 @@ class _Connection:
         writer = asyncio.create_task(self._writer())
         try:
             await self._apply(Step([], opened.actions))
-            while not self.session.finished and not writer.done():
+            # Runs until the client leaves; after session.finish the writer closes the socket
+            # once its frames are out, and the client's close reply ends this loop.
+            while not writer.done():
                 message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
@@ -136,9 +138,7 @@ class _Connection:
                 if data is None:
                     data = message.get("bytes") or b""
                 await self._apply(self.session.receive(data))
-            if self.session.finished:
-                await writer
-        except (WebSocketDisconnect, RuntimeError):
+        except WebSocketDisconnect:
             pass  # the client went away; nothing is left to answer
         finally:
             for task in (self.answer, writer):
@@ -160,7 +160,8 @@ class _Connection:
                     if s is None
                     else await asyncio.to_thread(
                         self.engine.vad,
-                        threshold=float(s["threshold"]),
+                        # the protocol allows -1…1; the engine's VAD takes 0…1
+                        threshold=min(max(float(s["threshold"]), 0.0), 1.0),
                         prefix_padding_ms=int(s["prefix_padding_ms"]),
                         silence_duration_ms=int(s["silence_duration_ms"]),
                         rate=INPUT_RATE,
@@ -174,8 +175,14 @@ class _Connection:
                         await self._apply(self.session.speech_stopped(ev.t_ms, ev.audio))
             elif isinstance(action, NeedTranscript):
                 pcm = np.frombuffer(action.audio, dtype="<i2").astype(np.int16)
-                text = await asyncio.to_thread(self.engine.transcribe, pcm, INPUT_RATE)
-                await self._apply(self.session.transcribed(action.item_id, text))
+                try:
+                    text = await asyncio.to_thread(self.engine.transcribe, pcm, INPUT_RATE)
+                except Exception as exc:  # the ASR failed: report it, answer what we can
+                    log.warning("realtime transcription failed: %s", type(exc).__name__)
+                    failed = f"engine error: {type(exc).__name__}"
+                    await self._apply(self.session.transcribed(action.item_id, "", failed))
+                else:
+                    await self._apply(self.session.transcribed(action.item_id, text))
             elif isinstance(action, NeedAnswer):
                 self.answer = asyncio.create_task(self._answer(action))
             elif isinstance(action, Close):

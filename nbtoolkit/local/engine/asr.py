@@ -1,0 +1,221 @@
+"""English speech recognition with pocketsphinx 5 (its wheel ships the en-us model; nothing is downloaded).
+
+Two searches, each on its own decoder:
+
+* **domain** — a JSGF grammar built at run time from the responder's own phrases
+  (:func:`nbtoolkit.local.engine.responder.domain_grammar`: spoken arithmetic with the numbers 0–20,
+  "what is in front of me", "describe this picture", "transcribe this", greetings…), decoded with
+  ``bestpath=False`` (with the default ``bestpath=True`` a grammar search returns a *truncated*
+  sentence when the final state is not reached; with ``False`` it returns the whole sentence or "").
+  About 20–60 ms per short utterance.
+* **open** — the generic en-us trigram LM shipped in the wheel (open vocabulary, 0.3–1 s per
+  utterance; about 22 % WER on clean read speech, see benchmarks/engine.py).
+
+``mode="auto"`` (the default) chooses per utterance, by this rule (measured, see below):
+
+1. Decode with the grammar. If it returns a sentence whose **confidence** is at least
+   :data:`ACCEPT_SCORE`, return it. The confidence is the hypothesis' acoustic score per speech
+   frame (pocketsphinx normalises each frame by its best senone, so a path that fits the sound
+   scores near 0 and a sentence forced onto foreign speech scores far below).
+2. Otherwise decode with the open LM. If the grammar's sentence and the open transcript agree on
+   most words (word edit distance ≤ :data:`AGREE_WER` of the grammar sentence), the grammar's
+   sentence is returned (the open LM confirms it but garbles a word or two, e.g. "one plus one
+   equals well"); otherwise the open transcript is returned.
+
+Measured on 108 in-domain eSpeak sentences, 30 out-of-domain sentences and the 11 real pocketsphinx
+test recordings (see benchmarks/engine.py for the current numbers): in-domain sentences score
+−5.2…−1.5 (all but 5 above −4.2), out-of-domain ones −6.9…−4.2, and real out-of-domain recordings
+(card names, LibriVox) −5.4…−3.4; the grammar returns "" for a fifth of out-of-domain input. With
+:data:`ACCEPT_SCORE` = −3.0 no out-of-domain sentence is accepted by step 1, while most in-domain
+ones are; the in-domain ones below it are rescued by step 2.
+
+Decoders are not thread-safe: each has its own lock. ``process_raw`` holds the GIL while it runs,
+so audio is fed in chunks of :data:`CHUNK_SECONDS`, letting other threads (the server's event loop)
+run between chunks.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "ACCEPT_SCORE",
+    "AGREE_WER",
+    "AsrResult",
+    "Recognizer",
+    "word_errors",
+]
+
+Mode = Literal["auto", "domain", "open"]
+
+#: Grammar hypotheses with at least this confidence are accepted without the open LM.
+ACCEPT_SCORE = -3.0
+#: Grammar sentence kept when the open transcript differs in at most this fraction of its words.
+AGREE_WER = 0.34
+#: Audio is fed to pocketsphinx in pieces of this length (the GIL is released between pieces).
+CHUNK_SECONDS = 0.25
+#: pocketsphinx works at 16 kHz.
+ASR_RATE = 16000
+
+# Pocketsphinx reports scores through logmath (base 1.0001) after a 10-bit shift in search mode;
+# this factor makes the per-frame score a readable number (≈ 0 for a perfect fit, −5 for a poor one).
+_SCORE_SCALE = 1024.0
+
+
+@dataclass(frozen=True)
+class AsrResult:
+    """One recognised utterance: the text and how it was chosen."""
+
+    text: str
+    #: "domain" (grammar), "open" (generic LM) or "none" (no speech / nothing recognised)
+    source: str
+    #: the grammar hypothesis' score per speech frame (None when the grammar was not used / empty)
+    confidence: float | None
+    domain_text: str | None
+    open_text: str | None
+    seconds: float
+
+
+def word_errors(ref: str, hyp: str) -> int:
+    """Word-level Levenshtein distance between two transcripts."""
+    r, h = ref.split(), hyp.split()
+    row = list(range(len(h) + 1))
+    for i in range(1, len(r) + 1):
+        prev, row[0] = row[:], i
+        for j in range(1, len(h) + 1):
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (r[i - 1] != h[j - 1]))
+    return row[len(h)]
+
+
+def _to16k(pcm: np.ndarray, rate: int) -> np.ndarray:
+    pcm = np.asarray(pcm)
+    if pcm.dtype != np.int16:
+        if pcm.dtype.kind == "f":
+            pcm = np.clip(np.round(pcm * 32767.0), -32768, 32767).astype(np.int16)
+        else:
+            pcm = pcm.astype(np.int16)
+    if pcm.ndim != 1:
+        pcm = pcm.reshape(-1)
+    if rate != ASR_RATE and pcm.size:
+        import soxr
+
+        pcm = np.asarray(soxr.resample(pcm, rate, ASR_RATE, quality="HQ"), dtype=np.int16)
+    return pcm
+
+
+class _Decoder:
+    """One pocketsphinx decoder with its lock."""
+
+    def __init__(self, decoder: Any) -> None:
+        self.decoder = decoder
+        self.lock = threading.Lock()
+
+    def decode(self, pcm: np.ndarray) -> tuple[str, float | None]:
+        """(hypothesis, score per speech frame) for one utterance of 16 kHz int16 audio."""
+        d = self.decoder
+        step = int(CHUNK_SECONDS * ASR_RATE)
+        with self.lock:
+            d.start_utt()
+            for i in range(0, len(pcm), step):
+                d.process_raw(pcm[i : i + step].tobytes(), False, False)
+            d.end_utt()
+            hyp = d.hyp()
+            text = " ".join(w for w in (hyp.hypstr if hyp else "").split() if not _filler(w))
+            if not text:
+                return "", None
+            total = frames = 0.0
+            for seg in d.seg() or ():
+                if _filler(seg.word) or seg.end_frame < seg.start_frame:
+                    continue
+                total += _SCORE_SCALE * math.log(max(seg.ascore, 1e-300))
+                frames += seg.end_frame - seg.start_frame + 1
+        return text, (total / frames if frames else None)
+
+
+def _filler(word: str) -> bool:
+    return word.startswith(("<", "[", "+")) or word == "(NULL)"
+
+
+class Recognizer:
+    """pocketsphinx with a run-time domain grammar and the generic en-us LM (see module docstring).
+
+    ``grammar`` is a JSGF grammar (default: the responder's phrases). Decoders load lazily on first use.
+    """
+
+    def __init__(self, mode: Mode = "auto", grammar: str | None = None) -> None:
+        if mode not in ("auto", "domain", "open"):
+            raise ValueError(f"asr mode must be 'auto', 'domain' or 'open', not {mode!r}")
+        self.mode: Mode = mode
+        self._grammar = grammar
+        self._domain: _Decoder | None = None
+        self._open: _Decoder | None = None
+        self._load_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ loading
+    def _domain_decoder(self) -> _Decoder:
+        with self._load_lock:
+            if self._domain is None:
+                import pocketsphinx as ps
+
+                grammar = self._grammar
+                if grammar is None:
+                    from nbtoolkit.local.engine.responder import domain_grammar
+
+                    grammar = domain_grammar()
+                d = ps.Decoder(lm=None, bestpath=False, loglevel="FATAL")
+                d.add_jsgf_string("domain", grammar)
+                d.activate_search("domain")
+                self._domain = _Decoder(d)
+            return self._domain
+
+    def _open_decoder(self) -> _Decoder:
+        with self._load_lock:
+            if self._open is None:
+                import pocketsphinx as ps
+
+                self._open = _Decoder(ps.Decoder(loglevel="FATAL"))
+            return self._open
+
+    def load(self) -> None:
+        """Load the decoders this mode needs now (otherwise on first use)."""
+        if self.mode in ("auto", "domain"):
+            self._domain_decoder()
+        if self.mode in ("auto", "open"):
+            self._open_decoder()
+
+    # ------------------------------------------------------------------ decoding
+    def transcribe(self, pcm: np.ndarray, rate: int = ASR_RATE, mode: Mode | None = None) -> str:
+        """Lower-case words heard in ``pcm`` (int16 mono at ``rate``), "" when nothing was recognised."""
+        return self.recognize(pcm, rate, mode).text
+
+    def recognize(
+        self, pcm: np.ndarray, rate: int = ASR_RATE, mode: Mode | None = None
+    ) -> AsrResult:
+        """Like :meth:`transcribe`, with the details of the choice."""
+        mode = mode or self.mode
+        t0 = time.perf_counter()
+        audio = _to16k(pcm, rate)
+        if audio.size < ASR_RATE // 10:  # under 0.1 s: nothing to recognise
+            return AsrResult("", "none", None, None, None, time.perf_counter() - t0)
+
+        def done(text: str, source: str, conf: float | None, dom: str | None, opn: str | None) -> AsrResult:
+            return AsrResult(text, source if text else "none", conf, dom, opn, time.perf_counter() - t0)
+
+        if mode == "open":
+            text, _ = self._open_decoder().decode(audio)
+            return done(text, "open", None, None, text)
+        dom, conf = self._domain_decoder().decode(audio)
+        if mode == "domain":
+            return done(dom, "domain", conf, dom, None)
+        if dom and conf is not None and conf >= ACCEPT_SCORE:
+            return done(dom, "domain", conf, dom, None)
+        opn, _ = self._open_decoder().decode(audio)
+        if dom and word_errors(dom, opn) <= AGREE_WER * len(dom.split()):
+            return done(dom, "domain", conf, dom, opn)
+        return done(opn, "open", conf, dom, opn)
