@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from nbtoolkit.config import Endpoints, Secret, cloud_endpoints, get_api_key
@@ -10,10 +12,28 @@ from nbtoolkit.config import Endpoints, Secret, cloud_endpoints, get_api_key
 if TYPE_CHECKING:
     from nbtoolkit.local.server import LocalServer
 
-__all__ = ["connect", "local_server"]
+__all__ = ["connect", "local_server", "override_endpoints"]
 
 _lock = threading.Lock()
 _server: LocalServer | None = None
+# Process-wide, not a ContextVar: the SDK's callback threads and the batch runner's worker threads do
+# not inherit context variables, and a recording must capture what they send too.
+_overrides: list[Endpoints] = []
+
+
+@contextmanager
+def override_endpoints(endpoints: Endpoints) -> Iterator[Endpoints]:
+    """Make :func:`connect` return ``endpoints`` (in every thread) until the block ends.
+
+    Used by ``nbtoolkit.record``/``nbtoolkit.replay``; blocks nest, the innermost wins.
+    """
+    with _lock:
+        _overrides.append(endpoints)
+    try:
+        yield endpoints
+    finally:
+        with _lock:
+            _overrides.remove(endpoints)
 
 
 def local_server() -> LocalServer:
@@ -38,8 +58,13 @@ def connect(
 
     With a key (argument or ``DASHSCOPE_API_KEY``) and ``local`` not true: the DashScope cloud in
     ``region`` ("cn" = Beijing, "intl" = Singapore). Otherwise the bundled offline engine is started on
-    127.0.0.1 and one line says so.
+    127.0.0.1 and one line says so. Inside ``with nbtoolkit.record(…)`` or ``nbtoolkit.replay(…)`` the
+    recording proxy's or replay server's endpoints are returned whatever the arguments.
     """
+    with _lock:
+        override = _overrides[-1] if _overrides else None
+    if override is not None:
+        return override
     key = None if local else get_api_key(api_key)
     if key is not None:
         endpoints = cloud_endpoints(key, region)

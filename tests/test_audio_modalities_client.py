@@ -279,3 +279,10 @@ def test_serving_a_real_qwen_audio_answers_through_the_local_server(server, engi
         reply = c.complete("one plus one equals what")
     assert "two" in words(reply.text)
     assert "two" in heard(engine, reply.audio)
+
+
+def test_an_unknown_chunk_mid_stream_is_ignored(faulty_server) -> None:
+    faulty_server.faults = Faults(unknown_event_after=2)
+    reply = client(faulty_server).complete("one plus one equals what")
+    assert "two" in words(reply.text) and reply.raw["complete"]
+    assert reply.audio is not None and reply.audio.rate == 16000

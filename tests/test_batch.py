@@ -6,6 +6,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import timeout
@@ -129,6 +130,30 @@ def test_failed_items_run_again_only_when_asked(tmp_path: Path) -> None:
     assert ran == ["delta"]
     assert again.failed == []
     assert again["clip-3"].text == "delta"
+
+
+def test_parquet_output_is_written_in_parts_and_survives_an_unflushed_journal(
+    tmp_path: Path,
+) -> None:
+    import pandas as pd
+
+    from nbtoolkit.batch.store import ParquetStore
+
+    path = tmp_path / "run.parquet"
+    store = ParquetStore(path, part_size=3)
+    for i, word in enumerate(WORDS):
+        store.append(ItemResult(f"clip-{i}", word))
+    # no close(): the process "dies" with two items only in the journal
+    assert sorted(p.name for p in path.glob("part-*")) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+    ]
+    assert len(pd.read_parquet(path)) == 6  # readers see the finished parts only
+
+    reopened = ParquetStore(path, part_size=3)  # the journal becomes a part at once
+    assert sorted(reopened.load()) == [f"clip-{i}" for i in range(len(WORDS))]
+    reopened.close()
+    assert sorted(pd.read_parquet(path)["id"]) == [f"clip-{i}" for i in range(len(WORDS))]
 
 
 # ---------------------------------------------------------------- failures
@@ -379,3 +404,59 @@ def test_dask_local_cluster_with_two_worker_processes_runs_every_item_once(
     pids = {int(words[2]) for words in answers.values()}
     assert here not in pids and 1 <= len(pids) <= 2
     assert sorted(stored_ids(output)) == sorted(r.id for r in result)
+
+
+# ---------------------------------------------------------------- the offline engine over the wire
+
+PHRASES = ["open the door", "turn on the light", "stop the timer"]
+QUESTION = "What is said in the audio?"
+
+
+def spoken(engine: Any, folder: Path) -> list[BatchItem]:
+    items = []
+    for i, phrase in enumerate(PHRASES):
+        clip = Clip.from_array(engine.synthesize(phrase, rate=16000), 16000)
+        items.append(BatchItem(f"p{i}", str(clip.save(folder / f"p{i}.wav")), phrase))
+    return items
+
+
+def test_qwen_audio_batch_on_the_local_server_hears_each_clip(
+    server: Any, engine: Any, tmp_path: Path
+) -> None:
+    from nbtoolkit.backends.qwen_audio import QwenAudio
+
+    output = tmp_path / "run.parquet"
+    result = run_batch(
+        spoken(engine, tmp_path),
+        QwenAudio(server.endpoints),
+        QUESTION,
+        concurrency=2,
+        output=output,
+        progress=False,
+    )
+    assert result.failed == []
+    for r in result:
+        assert set((r.reference or "").split()) <= set((r.text or "").lower().split()), r
+        assert r.usage is not None and r.usage.input_audio > 0 and r.cost == 0.0
+        assert r.request_id
+    assert result.summary().cost_label() == "offline (no charge)"
+
+    import pandas as pd
+
+    stored = pd.read_parquet(output).set_index("id")
+    assert list(stored.loc[["p0", "p1", "p2"], "text"]) == [r.text for r in result]
+
+
+@pytest.mark.timeout(120)
+def test_dask_workers_each_start_their_own_offline_engine(engine: Any, tmp_path: Path) -> None:
+    def offline_client() -> Any:
+        from nbtoolkit.backends.qwen_audio import QwenAudio
+        from nbtoolkit.connection import connect
+
+        return QwenAudio(connect(local=True, quiet=True))  # built on the worker, in its process
+
+    items = spoken(engine, tmp_path)
+    result = run_batch(items, offline_client, QUESTION, executor="dask", progress=False)
+    assert result.failed == []
+    for r in result:
+        assert set((r.reference or "").split()) <= set((r.text or "").lower().split()), r

@@ -14,7 +14,14 @@ from conftest import timeout
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.backends.dialog import MAX_IMAGE_BYTES, Dialog, to_jpeg
 from nbtoolkit.config import Secret, local_endpoints
-from nbtoolkit.errors import AuthError, ConfigError, ConnectionLost, ImageError, ServerError
+from nbtoolkit.errors import (
+    AudioError,
+    AuthError,
+    ConfigError,
+    ConnectionLost,
+    ImageError,
+    ServerError,
+)
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.local import Faults
 
@@ -69,6 +76,14 @@ def test_say_with_real_time_pacing_gives_the_same_answer(server, question):
     with dialog(server, mode="tap2talk") as d:
         turn = d.say(question, pace=True)
     assert "two" in words(turn.text)
+
+
+@pytest.mark.parametrize("mode", ["tap2talk", "duplex"])
+def test_a_clip_without_speech_raises_audio_error_and_the_dialog_goes_on(server, mode):
+    with dialog(server, mode=mode) as d:
+        with pytest.raises(AudioError, match="heard no speech"):
+            d.say(Clip.silence(1.0))
+        assert d.speak("hello").text == "hello"
 
 
 def test_speak_says_the_text_verbatim(server, engine):
@@ -246,3 +261,14 @@ def test_hooks_run_off_the_callers_thread(server):
     with dialog(server, on_audio=lambda clip: threads.add(threading.current_thread().name)) as d:
         d.speak("hi")
     assert threads and threading.current_thread().name not in threads
+
+
+def test_usage_is_counted_by_the_engine_rule_when_the_service_reports_none(server):
+    from nbtoolkit.protocols.dialog import TurnCollector
+
+    answer = TurnCollector()
+    answer.heard, answer.text, answer.sent_seconds = "one plus one", "two", 1.5
+    answer.audio += bytes(2 * 24000)  # 1 s at 24 kHz
+    usage = dialog(server, sample_rate=24000)._usage(answer)
+    assert usage.input_audio > 0 and usage.input_text == 0
+    assert usage.output_text > 0 and usage.output_audio > 0

@@ -154,6 +154,13 @@ def test_image_entries_without_a_known_type_are_refused() -> None:
         _ = msg.images
 
 
+def test_a_session_answers_an_unusable_image_with_an_error_event() -> None:
+    session, client = started()
+    params = RequestToRespondParameters(images=[{"type": "ftp", "value": "x"}])
+    out = session.receive(client.respond("prompt", "q", params))
+    assert events(out) == ["Error"] and session.state == "Listening"
+
+
 # ----------------------------------------------------------------------------- session
 def test_start_acknowledges_then_listens_and_every_frame_has_header_and_payload() -> None:
     session, client = DialogSession("dlg1"), SDKClient()

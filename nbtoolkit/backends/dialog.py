@@ -627,15 +627,21 @@ class Dialog:
                     pace=pace,
                     stop=lambda: collector.speech_ended or collector.done,
                 )
-            try:
-                self._pump(collector, timeline)
-            except ConnectionLost as exc:
-                if exc.code == TIMED_OUT and not collector.speech_started:
-                    raise AudioError(
-                        "The server's voice detector heard no speech in the clip",
-                        "speak louder or closer, or use mode='push2talk'",
-                    ) from exc
-                raise
+                if not collector.speech_started:
+                    # The server handles frames in order: once it answers a HeartBeat sent after
+                    # the audio, its VAD has seen all of it.
+                    sdk.send_heart_beat()
+                    self._pump(
+                        collector,
+                        timeline,
+                        until=lambda: collector.speech_started or collector.heartbeats > 0,
+                    )
+                    if not collector.speech_started:
+                        raise AudioError(
+                            "The server's voice detector heard no speech in the clip",
+                            "speak louder or closer, or use mode='push2talk'",
+                        )
+            self._pump(collector, timeline)
             return [collector]
 
         return self._turn(run)

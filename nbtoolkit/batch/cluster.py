@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 from nbtoolkit.batch.items import BatchItem
-from nbtoolkit.batch.outcome import Backend, ItemResult, run_item
+from nbtoolkit.batch.outcome import Backend, ItemResult, failure, run_item
 from nbtoolkit.batch.ratelimit import TokenBucket
 from nbtoolkit.errors import ConfigError
 
@@ -86,17 +86,32 @@ def _check_picklable(backend: Backend) -> None:
         ) from None
 
 
-def _client(scheduler: Any) -> AbstractContextManager[Any]:
+@contextmanager
+def _client(scheduler: Any) -> Iterator[Any]:
+    """A Client for ``scheduler``; what this opens (a LocalCluster, a connection) it also closes."""
     from distributed import Client, LocalCluster
 
     if isinstance(scheduler, Client):
-        return nullcontext(scheduler)
-    if scheduler is None:
-        cluster = LocalCluster(
-            dashboard_address=":0", **LOCAL_CLUSTER
-        )  # any free port: never clash
-        return Client(cluster, set_as_default=False)  # closing it also closes its cluster
-    return Client(scheduler, set_as_default=False)
+        yield scheduler
+    elif scheduler is None:
+        with (
+            LocalCluster(dashboard_address=":0", **LOCAL_CLUSTER) as cluster,  # any free port
+            Client(cluster, set_as_default=False) as client,
+        ):
+            yield client
+    else:
+        with Client(scheduler, set_as_default=False) as client:
+            yield client
+
+
+def _outcome(future: Any, item: BatchItem) -> ItemResult:
+    """The task's result; a task that failed outside the backend call (e.g. its worker died,
+    ``KilledWorker``) is recorded as that item's failure, like any other error."""
+    try:
+        result: ItemResult = future.result()
+    except Exception as exc:
+        return failure(item, exc)
+    return result
 
 
 def run_dask(
@@ -106,7 +121,7 @@ def run_dask(
     concurrency: int,
     bucket: TokenBucket | None,
     scheduler: Any = None,
-) -> Iterator[ItemResult]:
+) -> Generator[ItemResult, None, None]:
     """Yield each item's result as it finishes on the cluster (see the module doc)."""
     from distributed import as_completed
 
@@ -124,22 +139,22 @@ def run_dask(
         [shared] = client.scatter([task], broadcast=True, hash=False)
         queue = iter(items)
 
-        pending: set[Any] = set()
+        pending: dict[Any, BatchItem] = {}
 
         def submit(item: BatchItem) -> Any:
             future = client.submit(_run_on_worker, shared, item, pure=False)
-            pending.add(future)
+            pending[future] = item
             return future
 
         first = [submit(item) for item in islice(queue, concurrency)]
-        running = as_completed(first, loop=client.loop)
+        running = as_completed(first, loop=client.loop, raise_errors=False)
         try:
             for future in running:
-                pending.discard(future)
-                yield future.result()
+                yield _outcome(future, pending.pop(future))
                 following = next(queue, None)
                 if following is not None:
                     running.add(submit(following))
         finally:
             client.cancel(list(pending))
-            client.run(_forget, task.token)
+            with suppress(Exception):  # tidying the workers must not hide why the run ended
+                client.run(_forget, task.token)

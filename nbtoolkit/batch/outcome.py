@@ -26,7 +26,7 @@ from nbtoolkit.config import scrub_secrets
 from nbtoolkit.errors import ConfigError
 from nbtoolkit.results import Reply, Usage
 
-__all__ = ["USAGE_FIELDS", "Backend", "ItemResult", "run_item"]
+__all__ = ["USAGE_FIELDS", "Backend", "ItemResult", "failure", "run_item"]
 
 Caller = Callable[[Any, str | None], Any]
 USAGE_FIELDS = ("input_text", "input_audio", "input_image", "output_text", "output_audio")
@@ -169,6 +169,19 @@ def _answer(out: Any) -> tuple[str, Usage | None, str | None]:
     )
 
 
+def failure(item: BatchItem, exc: BaseException, latency: float | None = None) -> ItemResult:
+    """``item`` failed with ``exc``: its type and (secret-free) message are kept."""
+    return ItemResult(
+        item.id,
+        None,
+        item.reference,
+        latency=latency,
+        request_id=getattr(exc, "request_id", None),
+        error_type=type(exc).__name__,
+        error_message=scrub_secrets(str(exc)),
+    )
+
+
 def run_item(
     backend: Backend,
     built: threading.local,
@@ -184,15 +197,7 @@ def run_item(
     try:
         text, usage, request_id = _answer(backend.caller(built)(item.source, question))
     except Exception as exc:
-        return ItemResult(
-            item.id,
-            None,
-            item.reference,
-            latency=time.monotonic() - started,
-            request_id=getattr(exc, "request_id", None),
-            error_type=type(exc).__name__,
-            error_message=scrub_secrets(str(exc)),
-        )
+        return failure(item, exc, time.monotonic() - started)
     return ItemResult(
         item.id,
         text,

@@ -115,6 +115,7 @@ class BatchSummary:
         return self.latency_mean, self.latency_p50, self.latency_p95
 
     def to_dict(self) -> dict[str, Any]:
+        """The figures as a plain dict (for logging or comparing runs)."""
         return asdict(self)
 
     def __str__(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,9 +85,12 @@ def run_batch(
         from tqdm.auto import tqdm
 
         failures = 0
-        with tqdm(
-            total=len(batch), initial=resumed, disable=not progress, desc="batch", unit="item"
-        ) as bar:
+        with (
+            closing(outcomes),  # stops the executor even when this loop is what gets interrupted
+            tqdm(
+                total=len(batch), initial=resumed, disable=not progress, desc="batch", unit="item"
+            ) as bar,
+        ):
             for result in outcomes:
                 if store is not None:
                     store.append(result)

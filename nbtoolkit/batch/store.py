@@ -24,13 +24,21 @@ __all__ = ["JsonlStore", "ParquetStore", "Store", "open_store"]
 
 
 class Store(Protocol):
+    """Durable results of one output path."""
+
     path: Path
 
-    def load(self) -> dict[str, ItemResult]: ...
+    def load(self) -> dict[str, ItemResult]:
+        """The stored results by id (the last record of each id)."""
+        ...
 
-    def append(self, result: ItemResult) -> None: ...
+    def append(self, result: ItemResult) -> None:
+        """Store one finished item; it is on disk when this returns."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Finish writing (and release the file)."""
+        ...
 
 
 class JsonlStore:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import islice
 
@@ -20,7 +20,7 @@ def run_threads(
     question: str | None,
     concurrency: int,
     bucket: TokenBucket | None,
-) -> Iterator[ItemResult]:
+) -> Generator[ItemResult, None, None]:
     """Yield each item's result as it finishes. Items are submitted as others finish, so no more
     than ``concurrency`` are ever queued or running. A ``BaseException`` from the backend (e.g.
     KeyboardInterrupt) is re-raised here; queued items are then cancelled, and calls already in

@@ -432,7 +432,10 @@ class DialogSession:
         handler = getattr(self, f"_on_{msg.directive}", None)
         if handler is None:
             return self.error("InvalidParameter", f"Unknown directive {msg.directive!r}")
-        out: list[Output] = handler(msg)
+        try:
+            out: list[Output] = handler(msg)
+        except ProtocolError as exc:  # e.g. an image entry we cannot use
+            return self.error(exc.code or "InvalidParameter", str(exc))
         return out
 
     def _start(self, msg: ClientMessage) -> list[Output]:

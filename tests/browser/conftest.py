@@ -86,7 +86,11 @@ class Lab:
 
 @pytest.fixture(scope="session")
 def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The fake microphone's input: the phrase spoken by the engine, with pauses around it."""
+    """The fake microphone's input: the phrase spoken by the engine, then silence.
+
+    Chromium loops the file; the trailing silence is longer than a test records, so a recording
+    holds the phrase once and whole.
+    """
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)")
     from nbtoolkit.audio import Clip
@@ -94,9 +98,9 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     rate = 48000
     speech = np.asarray(Engine().synthesize(PHRASE, rate=rate), dtype=np.int16)
-    pause = np.zeros(rate // 2, dtype=np.int16)
+    lead, tail = np.zeros(rate // 2, dtype=np.int16), np.zeros(6 * rate, dtype=np.int16)
     path = tmp_path_factory.mktemp("mic") / "speech.wav"
-    Clip(np.concatenate([pause, speech, pause]), rate).save(path)
+    Clip(np.concatenate([lead, speech, tail]), rate).save(path)
     return path.resolve()
 
 

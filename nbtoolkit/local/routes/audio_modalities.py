@@ -45,8 +45,9 @@ log = logging.getLogger("nbtoolkit.local")
 #: ``(request, text, audio, images) -> (reply text, reply audio)``: what answers one user message.
 Answer = Callable[[Request, str, Clip | None, Sequence[bytes]], Awaitable[tuple[str, Clip | None]]]
 
-#: What a malformed frame looks like (fault injection): an SSE event whose data is not JSON.
+#: Fault injection: an SSE event whose data is not JSON, and a chunk of a kind nobody defined.
 _MALFORMED = b'data:{"id": "broken\n\n'
+_UNKNOWN = b'data:{"id":"fault","nbtoolkit_unknown_event":{"note":"clients must ignore this"}}\n\n'
 
 
 class _DropConnection(Exception):
@@ -97,6 +98,8 @@ async def _frames(
             raise _DropConnection(f"injected drop after {sent} frames")
         if faults.malformed_after is not None and sent == faults.malformed_after:
             yield _MALFORMED
+        if faults.unknown_event_after is not None and sent == faults.unknown_event_after:
+            yield _UNKNOWN
         await faults.pace()
         yield frame
 
