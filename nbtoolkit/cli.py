@@ -92,22 +92,21 @@ def _pocketsphinx() -> str:
 
 
 def _espeak() -> str:
-    import ctypes
     from pathlib import Path
 
     import espeakng_loader
 
+    from nbtoolkit.local.engine.tts import Tts
+
     data = Path(espeakng_loader.get_data_path())
     if not (data / "phontab").is_file() or not (data / "cmn_dict").is_file():
         raise RuntimeError(f"espeak-ng-data incomplete at {data} (need phontab and cmn_dict)")
-    lib = ctypes.CDLL(espeakng_loader.get_library_path())
-    lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-    rate = lib.espeak_Initialize(2, 0, str(data).encode(), 0)  # 2 = AUDIO_OUTPUT_SYNCHRONOUS
-    if rate <= 0:
-        raise RuntimeError("espeak_Initialize failed")
-    if lib.espeak_SetVoiceByName(b"en-us") != 0:
-        raise RuntimeError("voice en-us not found")
-    return f"library + data ({rate} Hz output)"
+    # Through the engine's own binding: libespeak-ng is process-wide state it owns.
+    english = Tts().synthesize("hello", rate=16000)
+    mandarin = Tts().synthesize("你好", rate=16000)
+    if not len(english) or not len(mandarin):
+        raise RuntimeError("eSpeak NG produced no audio")
+    return f"library + data at {data.parent}; English and Mandarin voices speak"
 
 
 def _webrtcvad() -> str:
@@ -146,7 +145,10 @@ def _engine() -> str:
     heard = engine.transcribe(pcm, rate=16000)
     if "two" not in heard.split():
         raise RuntimeError(f"TTS -> ASR round trip heard {heard!r} for 'one two three'")
-    return f"TTS -> ASR round trip heard {heard!r}"
+    answer = engine.respond("one plus one equals what").text
+    if "two" not in answer.lower():
+        raise RuntimeError(f"the responder answered {answer!r} to 'one plus one equals what'")
+    return f"TTS -> ASR heard {heard!r}; 1 + 1 -> {answer!r}"
 
 
 def _chromium() -> str:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
-from nbtoolkit.config import Endpoints, Secret, cloud_endpoints, get_api_key
+from nbtoolkit.config import Endpoints, Secret, cloud_endpoints, get_api_key, local_endpoints
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 if TYPE_CHECKING:
     from nbtoolkit.local.server import LocalServer
@@ -34,6 +38,16 @@ def override_endpoints(endpoints: Endpoints) -> Iterator[Endpoints]:
     finally:
         with _lock:
             _overrides.remove(endpoints)
+
+
+def _served_by_env(key: Secret | None) -> Endpoints | None:
+    """Endpoints of a server started with ``nbtoolkit serve`` and exported as its printout says:
+    ``DASHSCOPE_HTTP_BASE_URL`` on a loopback host, with the server token as ``DASHSCOPE_API_KEY``."""
+    base = os.environ.get("DASHSCOPE_HTTP_BASE_URL", "")
+    parsed = urlparse(base)
+    if key is None or parsed.scheme != "http" or parsed.hostname not in LOOPBACK_HOSTS:
+        return None
+    return local_endpoints(f"http://{parsed.netloc}", key)
 
 
 def local_server() -> LocalServer:
@@ -66,6 +80,14 @@ def connect(
     if override is not None:
         return override
     key = None if local else get_api_key(api_key)
+    served = _served_by_env(key)
+    if served is not None:
+        if not quiet:
+            print(
+                f"nbtoolkit: DASHSCOPE_HTTP_BASE_URL points at a local server ({served.http_base}); "
+                "answers come from the offline engine there."
+            )
+        return served
     if key is not None:
         endpoints = cloud_endpoints(key, region)
         if not quiet:

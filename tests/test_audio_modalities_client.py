@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import timeout
 from test_protocol_audio_modalities import openai_stream
+from test_server_audio_modalities import assert_says, words
 
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.backends.audio_modalities import AudioModalitiesClient, serve_audio_modalities
@@ -38,15 +39,6 @@ def client(server: Any, **kw: Any) -> AudioModalitiesClient:
     return AudioModalitiesClient(server.endpoints.audio_modalities_url, server.token, **kw)
 
 
-def words(text: str) -> list[str]:
-    return "".join(c if c.isalnum() else " " for c in text.lower()).split()
-
-
-def heard(engine: Any, clip: Clip | None) -> list[str]:
-    assert clip is not None
-    return words(engine.transcribe(clip.resample(16000).samples, rate=16000))
-
-
 def tone(seconds: float, rate: int) -> Clip:
     t = np.arange(round(seconds * rate)) / rate
     return Clip.from_array(0.3 * np.sin(2 * np.pi * 330 * t), rate)
@@ -58,7 +50,7 @@ def test_complete_returns_transcript_and_16khz_speech_and_records_the_call(serve
     reply = client(server, ledger=ledger).complete("one plus one equals what")
     assert "two" in words(reply.text)
     assert reply.audio is not None and reply.audio.rate == 16000
-    assert "two" in heard(engine, reply.audio)
+    assert_says(engine, reply.audio, reply.text)
     assert reply.local and reply.raw["complete"] and not reply.raw["openai_like"]
     assert reply.request_id == reply.raw["message_id"]
     assert [(e.backend, e.offline, e.cost) for e in ledger.entries] == [
@@ -218,7 +210,7 @@ def test_serving_a_text_only_backend_speaks_its_answer_with_the_local_tts(engine
         reply = AudioModalitiesClient(srv.url, srv.token, ledger=Ledger()).complete("question")
     assert backend.calls == [(None, "question")]
     assert reply.text == "one plus one is two"
-    assert "two" in heard(engine, reply.audio)
+    assert "two" in assert_says(engine, reply.audio, reply.text)
 
 
 class FakeDialog:
@@ -266,7 +258,8 @@ def test_serving_omni_runs_it_on_one_private_loop_and_speaks_text_requests_first
         c = AudioModalitiesClient(srv.url, srv.token, ledger=Ledger())
         assert c.complete(audio=tone(0.5, 16000)).text == "0.50 s of speech"
         spoken = c.complete("one plus one is two")
-    assert spoken.text.endswith("s of speech") and "two" in heard(engine, spoken.audio)
+    assert spoken.text.endswith("s of speech")
+    assert "two" in assert_says(engine, spoken.audio, "one plus one is two")
     assert len(omni.loop_threads) == 1 and omni.closed.is_set()
 
 
@@ -278,7 +271,7 @@ def test_serving_a_real_qwen_audio_answers_through_the_local_server(server, engi
         c = AudioModalitiesClient(srv.url, srv.token, ledger=Ledger(), timeout=timeout(60))
         reply = c.complete("one plus one equals what")
     assert "two" in words(reply.text)
-    assert "two" in heard(engine, reply.audio)
+    assert_says(engine, reply.audio, reply.text)
 
 
 def test_an_unknown_chunk_mid_stream_is_ignored(faulty_server) -> None:
@@ -286,3 +279,15 @@ def test_an_unknown_chunk_mid_stream_is_ignored(faulty_server) -> None:
     reply = client(faulty_server).complete("one plus one equals what")
     assert "two" in words(reply.text) and reply.raw["complete"]
     assert reply.audio is not None and reply.audio.rate == 16000
+
+
+def test_a_backend_failure_after_the_stream_began_arrives_as_server_error() -> None:
+    def broken(text: str, audio: Clip | None) -> tuple[str, Clip | None]:
+        raise RuntimeError("the model is asleep")
+
+    with serve_audio_modalities(broken) as srv:
+        c = AudioModalitiesClient(srv.url, srv.token, ledger=Ledger(), retry=FAST_RETRY)
+        with pytest.raises(ServerError, match="the model is asleep") as info:
+            c.complete("hi")
+    assert info.value.code == "server_error"
+    assert info.value.partial.text == "" and info.value.partial.audio is None

@@ -129,13 +129,19 @@ def _blob_difference(rec: dict[str, Any], act: dict[str, Any], rules: MatchRules
     if rs is not None and as_ is not None:
         if abs(rs - as_) > rules.tolerance:
             return f"duration {as_:.2f} s != recorded {rs:.2f} s"
-        if rules.audio == "duration":
+        if rules.audio == "duration" or rec["sha"] == act["sha"]:
             return None
-        if rec["sha"] != act["sha"]:
-            return f"audio content differs at the same duration {as_:.2f} s (sha {act['sha'][:8]} != {rec['sha'][:8]})"
-        return None
+        if rec["bytes"] != act["bytes"]:
+            return f"audio of {act['bytes']} bytes != recorded {rec['bytes']} bytes ({as_:.3f} s)"
+        return (
+            f"audio content differs at the same duration {as_:.2f} s "
+            f"(sha {act['sha'][:8]} != {rec['sha'][:8]})"
+        )
     if rec["sha"] != act["sha"]:
-        return f"content differs ({act['bytes']} bytes, sha {act['sha'][:8]} != recorded {rec['bytes']} bytes, sha {rec['sha'][:8]})"
+        return (
+            f"content differs ({act['bytes']} bytes, sha {act['sha'][:8]} "
+            f"!= recorded {rec['bytes']} bytes, sha {rec['sha'][:8]})"
+        )
     return None
 
 

@@ -154,8 +154,11 @@ class ReplayServer:
 
     def _refuse(self, mismatch: Mismatch) -> str:
         self.mismatches.append(mismatch)
-        log.warning("cassette mismatch: %s", mismatch)
-        return f"{mismatch} — the request differs from {self.cassette.path.name}; record it again or loosen the rules"
+        log.info("cassette mismatch: %s", mismatch)
+        return (
+            f"{mismatch} — the request differs from {self.cassette.path.name}; "
+            "record it again or loosen the rules"
+        )
 
     # ------------------------------------------------------------------ HTTP
     async def _http_route(self, request: Request) -> Response:

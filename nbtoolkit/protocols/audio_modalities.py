@@ -258,7 +258,7 @@ def new_ids() -> tuple[str, str]:
 
 
 def _frame(obj: Mapping[str, Any]) -> bytes:
-    return encode(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+    return encode(json.dumps(obj, ensure_ascii=False, separators=(",", ":")), space=True)
 
 
 def _audio_chunk(msg_id: str, audio: Mapping[str, Any]) -> bytes:
@@ -286,7 +286,7 @@ def audio_frames(
 
 def done_frame() -> bytes:
     """The end of the stream."""
-    return encode(DONE)
+    return encode(DONE, space=True)
 
 
 def error_frame(message: str) -> bytes:

@@ -23,8 +23,13 @@ def encode(
     event: str | None = None,
     fields: Iterable[tuple[str, str]] = (),
     comments: Iterable[str] = (),
+    space: bool = False,
 ) -> bytes:
-    """One SSE frame. ``data`` must be a single line (JSON without newlines)."""
+    """One SSE frame. ``data`` must be a single line (JSON without newlines).
+
+    ``space=True`` writes ``data: …`` as OpenAI's and Agora's samples do; the default ``name:value`` form
+    is what DashScope's parser needs.
+    """
     if "\n" in data or "\r" in data:
         raise ValueError("SSE data must be one line: serialise JSON without newlines")
     lines: list[str] = []
@@ -34,7 +39,7 @@ def encode(
         lines.append(f"event:{event}")
     lines.extend(f"{name}:{value}" for name, value in fields)
     lines.extend(f":{c}" for c in comments)
-    lines.append(f"data:{data}")
+    lines.append(f"data: {data}" if space else f"data:{data}")
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 

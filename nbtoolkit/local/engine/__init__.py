@@ -1,15 +1,87 @@
-"""The offline engine (placeholder until vad/asr/tts/responder land)."""
+"""The offline engine: real VAD, ASR, TTS and a deterministic responder, from PyPI wheels only.
+
+* VAD — webrtcvad (:mod:`.vad`)
+* ASR — pocketsphinx 5 with a run-time domain grammar plus the generic en-us LM (:mod:`.asr`)
+* TTS — eSpeak NG from the ``espeakng-loader`` wheel through ctypes (:mod:`.tts`)
+* answers — :mod:`.responder` (rules), :mod:`.describe` (audio/image facts)
+* token counts — :mod:`.usage` (a documented rule)
+
+``Engine()`` is cheap: models load on first use (or all at once with :meth:`Engine.load`). Every
+method may be called from many threads at once: each pocketsphinx decoder has a lock, eSpeak has
+one process-wide lock, and a :class:`VadStream` is per stream.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
+
+from nbtoolkit.local.engine.asr import AsrResult, Mode, Recognizer
+from nbtoolkit.local.engine.responder import EngineReply, Responder
+from nbtoolkit.local.engine.tts import Tts
+from nbtoolkit.local.engine.vad import VadEvent, VadStream
+
+__all__ = ["AsrResult", "Engine", "EngineReply", "VadEvent", "VadStream"]
 
 
 class Engine:
-    """Offline speech engine."""
+    """Offline speech engine.
 
-    def __init__(self, **kwargs: Any) -> None:
-        self.options = kwargs
+    ``asr`` chooses the recognizer: ``"auto"`` (domain grammar, falling back to open vocabulary when
+    the grammar does not fit — see :mod:`nbtoolkit.local.engine.asr`), ``"domain"`` or ``"open"``.
+    """
 
-    def transcribe(self, pcm: Any, rate: int = 16000) -> str:
-        raise NotImplementedError("the offline ASR is being built (issue 3)")
+    def __init__(self, asr: Mode = "auto", *, grammar: str | None = None) -> None:
+        self.recognizer = Recognizer(asr, grammar=grammar)
+        self.tts = Tts()
+        self.responder = Responder(self._transcribe_clip)
+
+    @property
+    def asr_mode(self) -> str:
+        return self.recognizer.mode
+
+    def load(self) -> Engine:
+        """Load every model now (ASR decoders, eSpeak) instead of on first use."""
+        self.recognizer.load()
+        self.tts.load()
+        return self
+
+    # ------------------------------------------------------------------ speech
+    def transcribe(self, pcm: np.ndarray, rate: int = 16000) -> str:
+        """Lower-case words heard in int16 mono ``pcm`` at ``rate`` Hz; "" when there is no speech."""
+        return self.recognizer.transcribe(pcm, rate)
+
+    def recognize(self, pcm: np.ndarray, rate: int = 16000, mode: Mode | None = None) -> AsrResult:
+        """Like :meth:`transcribe`, with which search produced the words and its confidence."""
+        return self.recognizer.recognize(pcm, rate, mode)
+
+    def synthesize(self, text: str, rate: int = 24000, lang: str | None = None) -> np.ndarray:
+        """``text`` spoken by eSpeak NG as int16 mono at ``rate`` Hz (Mandarin voice for CJK text)."""
+        return self.tts.synthesize(text, rate, lang)
+
+    def vad(
+        self,
+        threshold: float = 0.5,
+        prefix_padding_ms: int = 300,
+        silence_duration_ms: int = 800,
+        rate: int = 16000,
+    ) -> VadStream:
+        """A new VAD stream (one per audio stream)."""
+        return VadStream(threshold, prefix_padding_ms, silence_duration_ms, rate)
+
+    # ------------------------------------------------------------------ answers
+    def respond(
+        self,
+        text: str = "",
+        *,
+        audio: Any = None,
+        images: Sequence[bytes] = (),
+        history: Sequence[tuple[str, str]] = (),
+    ) -> EngineReply:
+        """The engine's answer to one turn (rules in :mod:`nbtoolkit.local.engine.responder`)."""
+        return self.responder.respond(text, audio=audio, images=images, history=history)
+
+    def _transcribe_clip(self, clip: Any) -> str:
+        return self.recognizer.transcribe(clip.samples, clip.rate)

@@ -60,9 +60,9 @@ __all__ = [
 Mode = Literal["auto", "domain", "open"]
 
 #: Grammar hypotheses with at least this confidence are accepted without the open LM.
-ACCEPT_SCORE = -3.0
+ACCEPT_SCORE = -3.3
 #: Grammar sentence kept when the open transcript differs in at most this fraction of its words.
-AGREE_WER = 0.34
+AGREE_WER = 0.4
 #: pocketsphinx works at 16 kHz.
 ASR_RATE = 16000
 
