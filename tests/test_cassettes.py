@@ -64,9 +64,7 @@ def session(clip: Clip) -> dict[str, Any]:
     with am:
         spoken = am.complete(QUESTION)
     return {
-        "qwen": QwenAudio(ledger=Ledger()).ask(
-            audio=clip, text="Answer the question in the audio."
-        ),
+        "qwen": QwenAudio(ledger=Ledger()).ask(audio=clip),
         "qwen_stream": list(QwenAudio(ledger=Ledger()).stream(audio=clip)),
         "omni": run(omni_turn(clip)),
         "dialog": dialog_turn(clip),

@@ -281,6 +281,7 @@ class OmniRealtime:
 
     @property
     def session_id(self) -> str | None:
+        """The server's ``sess_…`` id (a new one after each reconnection)."""
         sid = self.session.get("id")
         return str(sid) if sid else None
 

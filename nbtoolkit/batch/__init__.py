@@ -1,10 +1,10 @@
 """Batch evaluation: one question over many clips, in process or on ``dask.distributed``.
 
     from nbtoolkit.backends.qwen_audio import QwenAudio
-    from nbtoolkit.batch import run_batch, wer
+    from nbtoolkit.batch import quoted, run_batch
 
     result = run_batch(df, QwenAudio, "Transcribe the audio.", output="runs/today.jsonl")
-    result.summary()            # items, ok, failures by type, latency, tokens, cost, WER
+    result.summary(extract=quoted)   # items, ok, failures by type, latency, tokens, cost, WER
     result.to_dataframe()
     result.plot()
 
@@ -16,7 +16,7 @@ from nbtoolkit.batch.outcome import ItemResult
 from nbtoolkit.batch.ratelimit import TokenBucket
 from nbtoolkit.batch.result import BatchResult, BatchSummary
 from nbtoolkit.batch.runner import run_batch
-from nbtoolkit.batch.scoring import exact_match, normalize, wer
+from nbtoolkit.batch.scoring import exact_match, normalize, quoted, wer
 
 __all__ = [
     "BatchItem",
@@ -26,6 +26,7 @@ __all__ = [
     "TokenBucket",
     "exact_match",
     "normalize",
+    "quoted",
     "run_batch",
     "wer",
 ]

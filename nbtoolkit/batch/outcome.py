@@ -63,12 +63,19 @@ class ItemResult:
             return 0
         return sum(getattr(self.usage, name) for name in USAGE_FIELDS)
 
-    @property
-    def wer(self) -> float | None:
-        """Word error rate of the reply against the reference; None without both."""
-        if self.reference is None or self.text is None:
+    def hypothesis(self, extract: Callable[[str], str] | None = None) -> str | None:
+        """The text scored against the reference: the reply, or ``extract(reply)``."""
+        if self.text is None or extract is None:
+            return self.text
+        return extract(self.text)
+
+    def word_error_rate(self, extract: Callable[[str], str] | None = None) -> float | None:
+        """WER of the reply (or of ``extract(reply)``, e.g. :func:`~nbtoolkit.batch.quoted`)
+        against the reference; None without both."""
+        hypothesis = self.hypothesis(extract)
+        if self.reference is None or hypothesis is None:
             return None
-        return wer(self.reference, self.text)
+        return wer(self.reference, hypothesis)
 
     def to_record(self) -> dict[str, Any]:
         """A flat dict of plain values (one JSONL line / one Parquet row)."""

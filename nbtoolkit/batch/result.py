@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,12 +54,17 @@ class BatchSummary:
     resumed: int = 0  # items taken from the output file instead of being run again
 
     @classmethod
-    def of(cls, results: list[ItemResult], resumed: int = 0) -> BatchSummary:
+    def of(
+        cls,
+        results: list[ItemResult],
+        resumed: int = 0,
+        extract: Callable[[str], str] | None = None,
+    ) -> BatchSummary:
         answered = [r for r in results if r.ok]
         latencies = [r.latency for r in answered if r.latency is not None]
-        scored = [r for r in answered if r.reference is not None and r.text is not None]
-        ref_words = sum(len(tokens(r.reference or "")) for r in scored)
-        edits = sum(edit_distance(tokens(r.reference or ""), tokens(r.text or "")) for r in scored)
+        pairs = [(r.reference or "", r.hypothesis(extract) or "") for r in answered if r.reference]
+        ref_words = sum(len(tokens(ref)) for ref, _ in pairs)
+        edits = sum(edit_distance(tokens(ref), tokens(hyp)) for ref, hyp in pairs)
         known = [r.cost for r in answered if r.cost is not None]
         return cls(
             items=len(results),
@@ -73,12 +78,10 @@ class BatchSummary:
             unpriced=len(answered) - len(known),
             offline=bool(answered)
             and all(r.usage is not None and pricing.is_offline(r.usage) for r in answered),
-            scored=len(scored),
+            scored=len(pairs),
             wer=edits / ref_words if ref_words else None,
             exact_match=(
-                sum(exact_match(r.reference or "", r.text or "") for r in scored) / len(scored)
-                if scored
-                else None
+                sum(exact_match(ref, hyp) for ref, hyp in pairs) / len(pairs) if pairs else None
             ),
             resumed=resumed,
         )
@@ -157,15 +160,23 @@ class BatchResult:
         """The items that ended with an error."""
         return [r for r in self.results if not r.ok]
 
-    def summary(self) -> BatchSummary:
-        """Counts, failures by type, latency, tokens, cost, and WER where references exist."""
-        return BatchSummary.of(self.results, self.resumed)
+    def summary(self, extract: Callable[[str], str] | None = None) -> BatchSummary:
+        """Counts, failures by type, latency, tokens, cost, and WER where references exist.
 
-    def to_dataframe(self) -> pd.DataFrame:
-        """One row per item: the stored record plus ``ok``, ``tokens`` and ``wer``."""
+        ``extract`` maps a reply to the text that is scored, e.g. :func:`~nbtoolkit.batch.quoted`
+        for answers like ``The audio says: "…".``
+        """
+        return BatchSummary.of(self.results, self.resumed, extract)
+
+    def to_dataframe(self, extract: Callable[[str], str] | None = None) -> pd.DataFrame:
+        """One row per item: the stored record plus ``ok``, ``tokens`` and ``wer`` (of the reply,
+        or of ``extract(reply)``)."""
         import pandas as pd
 
-        rows = [{**r.to_record(), "ok": r.ok, "tokens": r.tokens, "wer": r.wer} for r in self]
+        rows = [
+            {**r.to_record(), "ok": r.ok, "tokens": r.tokens, "wer": r.word_error_rate(extract)}
+            for r in self
+        ]
         return pd.DataFrame(rows)
 
     def _repr_html_(self) -> str:

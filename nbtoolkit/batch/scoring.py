@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["edit_distance", "exact_match", "normalize", "tokens", "wer"]
+__all__ = ["edit_distance", "exact_match", "normalize", "quoted", "tokens", "wer"]
 
+_QUOTED = re.compile(r'"([^"]*)"|“([^”]*)”|「([^」]*)」')
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+(?:'[^\W{_CJK}]+)*")
 
@@ -59,3 +60,13 @@ def wer(reference: str, hypothesis: str) -> float:
 def exact_match(reference: str, hypothesis: str) -> bool:
     """True when both texts are the same after normalisation (case and punctuation ignored)."""
     return tokens(reference) == tokens(hypothesis)
+
+
+def quoted(text: str) -> str:
+    """The quoted part of an answer that wraps a transcript, e.g. ``The audio says: "open the door".``
+    → ``open the door``; the whole text when nothing is quoted. Pass it as ``extract=`` to score
+    transcriptions from models that answer in a sentence."""
+    found = _QUOTED.findall(text or "")
+    if not found:
+        return text
+    return " ".join(next(part for part in groups if part) for groups in found if any(groups))

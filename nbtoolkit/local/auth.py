@@ -51,11 +51,16 @@ def check_http(request: Request) -> None:
 
 
 async def check_websocket(ws: WebSocket) -> bool:
-    """Close with 1008 (policy violation) unless token and Origin are right. True when accepted."""
+    """Close with 1008 (policy violation) unless token and Origin are right. True when allowed.
+
+    The upgrade is accepted before closing so that clients see close code 1008 (which they map to an
+    auth error) rather than a bare HTTP 403 from the handshake.
+    """
     token: str = ws.app.state.token
     if not _token_ok(token, ws.headers.get("authorization")) or not origin_allowed(
         ws.headers.get("origin")
     ):
+        await ws.accept()
         await ws.close(code=1008, reason="invalid token or origin")
         return False
     return True

@@ -1,4 +1,5 @@
 # ruff: noqa
+# fmt: off
 # The OmniRealtimeClient sample from the Qwen-Omni realtime API page (seed S003,
 # omni_realtime_client.py), copied verbatim. Tests drive it against the local server.
 # -- coding: utf-8 --
