@@ -4,6 +4,7 @@ Start with ``nbtoolkit.connect()``; see the notebooks in ``notebooks/`` for each
 """
 
 from nbtoolkit.audio import Clip
+from nbtoolkit.cassettes import record, replay
 from nbtoolkit.config import Endpoints, Secret
 from nbtoolkit.connection import connect
 from nbtoolkit.errors import (
@@ -45,6 +46,8 @@ __all__ = [
     "Turn",
     "Usage",
     "connect",
+    "record",
+    "replay",
     "session_ledger",
     "set_session_budget",
 ]

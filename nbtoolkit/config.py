@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
+    "LOOPBACK_HOSTS",
     "REGIONS",
     "Endpoints",
     "Secret",
@@ -23,6 +24,9 @@ __all__ = [
 ]
 
 _MASK = "********"
+
+#: Host names that mean "this machine" (urlparse().hostname strips IPv6 brackets).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _registered: weakref.WeakSet[Secret] = weakref.WeakSet()
 
 

@@ -9,9 +9,14 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from nbtoolkit.config import Endpoints, Secret, cloud_endpoints, get_api_key, local_endpoints
-
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+from nbtoolkit.config import (
+    LOOPBACK_HOSTS,
+    Endpoints,
+    Secret,
+    cloud_endpoints,
+    get_api_key,
+    local_endpoints,
+)
 
 if TYPE_CHECKING:
     from nbtoolkit.local.server import LocalServer

@@ -359,9 +359,10 @@ def test_summary_plots_draw_latency_cost_and_errors() -> None:
     assert summary.wer == 2.0 and summary.exact_match == 0.0  # two words for each one
     assert summary.cost_label() == "unknown"  # a plain function reports no usage
     fig = result.plot()
-    errors_axis = fig.axes[2]
-    assert [t.get_text() for t in errors_axis.get_xticklabels()] == ["TimeoutError"]
-    assert sum(len(ax.patches) > 0 for ax in fig.axes) == 2  # latency bars and error bars
+    latency, cost, errors = fig.axes
+    assert [t.get_text() for t in errors.get_xticklabels()] == ["TimeoutError"]
+    assert len(latency.patches) > 0 and len(errors.patches) == 1
+    assert [t.get_text() for t in cost.texts] == ["price unknown"]  # said, not drawn as 0
     plt.close(fig)
 
 

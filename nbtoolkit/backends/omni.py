@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from urllib.parse import urlparse
 
 from nbtoolkit.audio.clip import Clip
-from nbtoolkit.config import Endpoints
+from nbtoolkit.config import LOOPBACK_HOSTS, Endpoints
 from nbtoolkit.errors import (
     AudioError,
     AuthError,
@@ -306,7 +307,8 @@ class OmniRealtime:
                 ping_timeout=self.ping_timeout,
                 open_timeout=self.open_timeout,
                 close_timeout=self.close_timeout,
-                proxy=None if self.endpoints.local else True,
+                # a loopback URL (local engine, recording proxy) must never go via HTTPS_PROXY
+                proxy=None if urlparse(url).hostname in LOOPBACK_HOSTS else True,
             )
         except InvalidStatus as exc:
             raise self._status_error(exc.response.status_code, where) from None

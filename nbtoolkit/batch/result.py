@@ -191,27 +191,40 @@ class BatchResult:
         """Histogram of the answered items' latency (ms)."""
         ax = _axes(ax)
         values = [r.latency * 1000 for r in self if r.ok and r.latency is not None]
+        ax.set(title="latency")
+        if not values:
+            return _empty(ax, "no answered items")
         ax.hist(values, bins=bins, color="#4c72b0")
-        ax.set(xlabel="latency (ms)", ylabel="items", title="latency")
+        ax.set(xlabel="latency (ms)", ylabel="items")
+        _whole_numbers(ax)
         return ax
 
     def plot_cost(self, ax: Axes | None = None) -> Axes:
         """Cost per answered item (CNY), in input order; items of unknown price are left out."""
         ax = _axes(ax)
+        summary = self.summary()
+        ax.set(title="cost per item")
+        if summary.offline:
+            return _empty(ax, pricing.OFFLINE_LABEL)
         priced = [(i, r.cost) for i, r in enumerate(self) if r.ok and r.cost is not None]
+        if not priced:
+            return _empty(ax, f"price {pricing.UNKNOWN_LABEL}")
         ax.bar([i for i, _ in priced], [c for _, c in priced], color="#55a868")
-        title = "cost per item"
-        if self.summary().offline:
-            title += f" — {pricing.OFFLINE_LABEL}"
-        ax.set(xlabel="item", ylabel="CNY", title=title)
+        if summary.unpriced:
+            ax.set(title=f"cost per item ({summary.unpriced} of unknown price not shown)")
+        ax.set(xlabel="item", ylabel="CNY")
         return ax
 
     def plot_errors(self, ax: Axes | None = None) -> Axes:
         """Failed items by error type."""
         ax = _axes(ax)
         failed = self.summary().failed
+        ax.set(title="errors by type")
+        if not failed:
+            return _empty(ax, "no errors")
         ax.bar(list(failed), list(failed.values()), color="#c44e52")
-        ax.set(ylabel="items", title="errors by type" if failed else "errors: none")
+        ax.set(ylabel="items")
+        _whole_numbers(ax)
         return ax
 
     def plot(self) -> Figure:
@@ -224,6 +237,19 @@ class BatchResult:
         self.plot_errors(axes[2])
         fig.tight_layout()
         return fig
+
+
+def _empty(ax: Axes, message: str) -> Axes:
+    """A plot with nothing to draw says why instead of showing empty axes."""
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set(xticks=[], yticks=[])
+    return ax
+
+
+def _whole_numbers(ax: Axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _axes(ax: Axes | None) -> Axes:

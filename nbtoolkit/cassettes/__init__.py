@@ -50,6 +50,11 @@ class Recording:
     def __enter__(self) -> Recording:
         from nbtoolkit.connection import connect, override_endpoints
 
+        if not self.path.parent.is_dir():  # fail now, not after the whole session
+            raise ConfigError(
+                f"Cannot write a cassette to {self.path}: {self.path.parent} does not exist",
+                "create the folder first or pick another path",
+            )
         upstream = self._upstream or connect(quiet=True)
         meta = {
             "upstream": {
@@ -88,14 +93,17 @@ class Replay:
 
     @property
     def mismatches(self) -> list[Mismatch]:
+        """Every request refused so far, in order."""
         return list(self._server.mismatches)
 
     @property
     def unplayed(self) -> list[str]:
+        """Recorded exchanges no client has asked for (e.g. ``"POST /api/v1/…"``)."""
         return self._server.unplayed
 
     @property
     def cassette(self) -> Cassette:
+        """The cassette being replayed (``meta``, ``events``)."""
         return self._server.cassette
 
     def __enter__(self) -> Replay:

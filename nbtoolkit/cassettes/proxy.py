@@ -331,9 +331,8 @@ class _Pump:
         sink = self.writer.sink(self.x, "server")
         try:
             async for data in self.upstream:
-                self.writer.add(
-                    self.x, "ws.server", body=encode_ws(data, self.ctx, client=False, sink=sink)
-                )
+                encoded = encode_ws(data, self.ctx, client=False, sink=sink)
+                self.writer.add(self.x, "ws.server", body=redact_fields(encoded))
                 if isinstance(data, str):
                     await self.client.send_text(data)
                 else:

@@ -125,6 +125,7 @@ class ReplayServer:
         return self._server.endpoints
 
     def stop(self) -> None:
+        """Stop serving (open connections are dropped)."""
         if self._server is not None:
             self._server.stop()
             self._server = None

@@ -18,6 +18,7 @@ __all__ = [
     "WS_DIALOG",
     "WS_REALTIME",
     "dashscope_error",
+    "new_app",
     "refuse_unauthorised",
     "rewrite_upload_host",
     "start_app",

@@ -7,9 +7,9 @@ from urllib.parse import urlparse
 
 from fastapi import HTTPException, Request, WebSocket
 
-__all__ = ["LOOPBACK_HOSTS", "check_http", "check_websocket", "origin_allowed"]
+from nbtoolkit.config import LOOPBACK_HOSTS
 
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+__all__ = ["check_http", "check_websocket", "origin_allowed"]
 
 
 def _bearer(header: str | None) -> str:

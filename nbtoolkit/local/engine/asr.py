@@ -52,8 +52,10 @@ import numpy as np
 __all__ = [
     "ACCEPT_SCORE",
     "AGREE_WER",
+    "MIN_SPEECH_FRAMES",
     "AsrResult",
     "Recognizer",
+    "speech_frames",
     "word_errors",
 ]
 
@@ -65,6 +67,10 @@ ACCEPT_SCORE = -3.3
 AGREE_WER = 0.4
 #: pocketsphinx works at 16 kHz.
 ASR_RATE = 16000
+#: Audio with fewer 30 ms speech frames than this (webrtcvad mode 1, louder than
+#: :data:`SPEECH_FLOOR_DBFS`) is not decoded: pocketsphinx's open LM "hears" words ("and") in silence.
+MIN_SPEECH_FRAMES = 5
+SPEECH_FLOOR_DBFS = -55.0
 
 # Pocketsphinx reports scores through logmath (base 1.0001) after a 10-bit shift in search mode;
 # this factor makes the per-frame score a readable number (≈ 0 for a perfect fit, −5 for a poor one).
@@ -96,6 +102,26 @@ def word_errors(ref: str, hyp: str) -> int:
     return row[len(h)]
 
 
+def speech_frames(pcm16k: np.ndarray, limit: int = MIN_SPEECH_FRAMES) -> int:
+    """How many 30 ms frames of 16 kHz int16 audio are speech (counting stops at ``limit``)."""
+    import webrtcvad
+
+    n = 480
+    frames = len(pcm16k) // n
+    if not frames:
+        return 0
+    blocks = pcm16k[: frames * n].reshape(frames, n).astype(np.float64)
+    loud = np.sqrt(np.mean(blocks * blocks, axis=1)) >= 32768.0 * 10 ** (SPEECH_FLOOR_DBFS / 20)
+    vad = webrtcvad.Vad(1)
+    count = 0
+    for k in np.flatnonzero(loud):
+        if vad.is_speech(pcm16k[k * n : (k + 1) * n].tobytes(), ASR_RATE):
+            count += 1
+            if count >= limit:
+                break
+    return count
+
+
 def _to16k(pcm: np.ndarray, rate: int) -> np.ndarray:
     pcm = np.asarray(pcm)
     if pcm.dtype != np.int16:
@@ -124,7 +150,13 @@ def _nogil_process_raw(decoder: Any) -> Any:
         if slots[3] != id(decoder.config) or not slots[2]:
             return None
         fn = ctypes.CDLL(cmod.__file__).ps_process_raw
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
+        fn.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,
+        ]
         fn.restype = ctypes.c_int
         ptr = int(slots[2])
     except Exception:
@@ -234,11 +266,15 @@ class Recognizer:
         mode = mode or self.mode
         t0 = time.perf_counter()
         audio = _to16k(pcm, rate)
-        if audio.size < ASR_RATE // 10:  # under 0.1 s: nothing to recognise
+        if speech_frames(audio) < MIN_SPEECH_FRAMES:  # silence, a click, or under 0.15 s of sound
             return AsrResult("", "none", None, None, None, time.perf_counter() - t0)
 
-        def done(text: str, source: str, conf: float | None, dom: str | None, opn: str | None) -> AsrResult:
-            return AsrResult(text, source if text else "none", conf, dom, opn, time.perf_counter() - t0)
+        def done(
+            text: str, source: str, conf: float | None, dom: str | None, opn: str | None
+        ) -> AsrResult:
+            return AsrResult(
+                text, source if text else "none", conf, dom, opn, time.perf_counter() - t0
+            )
 
         if mode == "open":
             text, _ = self._open_decoder().decode(audio)

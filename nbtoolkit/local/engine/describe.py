@@ -126,7 +126,9 @@ def describe_audio(clip: Any, transcribe: Callable[[Any], str] | None = None) ->
         text += " It does not sound like speech."
     if f.is_speech and transcribe is not None:
         words = transcribe(clip).strip()
-        text += f' The words sound like: "{words}".' if words else " I could not make out the words."
+        text += (
+            f' The words sound like: "{words}".' if words else " I could not make out the words."
+        )
     return text
 
 
@@ -212,7 +214,9 @@ def describe_image(data: bytes) -> str:
         f = image_facts(data)
     except Exception as e:  # not an image Pillow can read
         return f"I could not read the image ({type(e).__name__})."
-    return f"A {f.width}×{f.height} picture, {_brightness(f.brightness)}, {_colour_words(f.colours)}."
+    return (
+        f"A {f.width}×{f.height} picture, {_brightness(f.brightness)}, {_colour_words(f.colours)}."
+    )
 
 
 def describe_images(images: Sequence[bytes]) -> str:
@@ -257,6 +261,11 @@ def _colour_words(colours: list[tuple[str, float]]) -> str:
     words = [f"{name} ({share:.0%})" for name, share in colours]
     if len(words) == 1:
         return f"almost all {words[0]}"
-    return "mostly " + words[0] + ", with " + ", ".join(words[1:-1]) + (
-        " and " if len(words) > 2 else ""
-    ) + words[-1]
+    return (
+        "mostly "
+        + words[0]
+        + ", with "
+        + ", ".join(words[1:-1])
+        + (" and " if len(words) > 2 else "")
+        + words[-1]
+    )

@@ -70,10 +70,29 @@ class EngineReply:
 
 
 # --------------------------------------------------------------------------- the domain phrases
-NUMBER_WORDS = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen twenty"
-).split()
+NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+]
 _SPOKEN_OPS = ("plus", "minus", "times", "multiplied by", "divided by")
 _ARITHMETIC_TEMPLATES = (
     "what is {a} {op} {b}",
@@ -164,7 +183,7 @@ def domain_grammar() -> str:
 
 # --------------------------------------------------------------------------- numbers (English)
 _UNITS = NUMBER_WORDS[:20]
-_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 _UNIT_VALUE: dict[str, int] = {w: i for i, w in enumerate(_UNITS)} | {"nought": 0}
 _TENS_VALUE: dict[str, int] = {w: 20 + 10 * i for i, w in enumerate(_TENS)}
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
@@ -259,7 +278,11 @@ def _read_number(tokens: list[str], i: int) -> tuple[Fraction, int] | None:
             group, state = group * 100, "hundred"
         elif t in ("thousand", "million") and state in ("unit", "tens", "hundred"):
             total, group, state = total + group * _SCALES[t], 0, "scale"
-        elif t == "and" and state in ("hundred", "scale") and (nxt in _UNIT_VALUE or nxt in _TENS_VALUE):
+        elif (
+            t == "and"
+            and state in ("hundred", "scale")
+            and (nxt in _UNIT_VALUE or nxt in _TENS_VALUE)
+        ):
             state = "and"
         else:
             break
@@ -309,9 +332,7 @@ _ZH_VALUE = {c: i for i, c in enumerate(_ZH_DIGITS)} | {"〇": 0, "两": 2, "俩
 _ZH_OPS = {"加上": "+", "加": "+", "减去": "-", "减": "-", "乘以": "*", "乘": "*", "除以": "/"}
 _ZH_OP_WORDS = {"+": "加", "-": "减", "*": "乘以", "/": "除以"}
 _ZH_NUM = r"[零〇一二两俩三四五六七八九十百千万\d]+"
-_ZH_EXPR = re.compile(
-    rf"({_ZH_NUM})\s*(加上|加|减去|减|乘以|乘|除以|[+\-*/×÷])\s*({_ZH_NUM})"
-)
+_ZH_EXPR = re.compile(rf"({_ZH_NUM})\s*(加上|加|减去|减|乘以|乘|除以|[+\-*/×÷])\s*({_ZH_NUM})")
 
 
 def _zh_to_int(s: str) -> int | None:
@@ -342,7 +363,11 @@ def _int_to_zh(n: int) -> str:
         return "十" + (_ZH_DIGITS[n - 10] if n > 10 else "")
     if n >= 10000:
         high, low = divmod(n, 10000)
-        return _int_to_zh(high) + "万" + ("" if not low else ("零" if low < 1000 else "") + _int_to_zh(low))
+        return (
+            _int_to_zh(high)
+            + "万"
+            + ("" if not low else ("零" if low < 1000 else "") + _int_to_zh(low))
+        )
     out, zero = "", False
     for unit, name in ((1000, "千"), (100, "百"), (10, "十"), (1, "")):
         d, n = divmod(n, unit)
@@ -414,9 +439,7 @@ _GREETING = re.compile(
 )
 _ZH_GREETING = re.compile(r"你好|您好|嗨|早上好|晚上好|你是谁")
 
-_CAPABILITIES = (
-    "I can do spoken arithmetic, transcribe audio, and describe sounds and pictures."
-)
+_CAPABILITIES = "I can do spoken arithmetic, transcribe audio, and describe sounds and pictures."
 
 #: The command a client receives when the user asks about what is in front of them with no image.
 VISUAL_QA_COMMAND: dict[str, Any] = {

@@ -9,7 +9,11 @@ voice: 39 % vs 75 % WER with the generic LM, see shared/reference/offline-speech
 text containing CJK characters uses ``cmn`` (Mandarin). ``lang`` overrides the choice with any
 eSpeak voice name (``"de"``, ``"fr"``, ``"cmn"``…) or a short code (``"en"``, ``"zh"``).
 
-eSpeak keeps global C state (one voice, one callback), so every call holds one process-wide lock.
+eSpeak keeps global C state (one voice, one callback, one random generator), so every call holds
+one process-wide lock. Its random generator (noise in fricatives) is reseeded before each call; the
+same text then gives audio of the same length that still differs slightly from call to call
+(correlation 0.98–1.0), because eSpeak's pitch flutter keeps a static phase across calls that no
+API resets.
 Speed: several hundred times real time for English on one core (see benchmarks/engine.py).
 """
 
@@ -23,6 +27,9 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ESPEAK_RATE", "Tts", "has_cjk", "voice_for"]
+
+#: eSpeak NG's random generator is reset to this before every call.
+RAND_SEED = 1
 
 #: eSpeak NG's native output rate.
 ESPEAK_RATE = 22050
@@ -77,6 +84,7 @@ class _State:
     """The process-wide eSpeak state (guarded by ``_LOCK``)."""
 
     lib: Any = None
+    seed: Any = None  # espeak_ng_SetRandSeed, when the library has it
     callback: Any = None  # keeps the ctypes callback alive
     chunks: list[np.ndarray]
     voice: str | None = None
@@ -113,6 +121,13 @@ def _load() -> Any:
         ctypes.c_void_p,
     ]
     lib.espeak_Synth.restype = ctypes.c_int
+    # eSpeak NG draws noise (fricatives, aspiration) from its own random generator; reseeding it
+    # before every call removes that source of variation (absent in old versions: then skipped)
+    seed = getattr(lib, "espeak_ng_SetRandSeed", None)
+    if seed is not None:
+        seed.argtypes = [ctypes.c_long]
+        seed.restype = None
+    st.seed = seed
     data = str(espeakng_loader.get_data_path()).encode()
     rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data, 0)
     if rate != ESPEAK_RATE:
@@ -153,6 +168,8 @@ class Tts:
                     )
                 _STATE.voice = voice
             _STATE.chunks = []
+            if _STATE.seed is not None:
+                _STATE.seed(RAND_SEED)
             buf = ctypes.create_string_buffer(raw, len(raw))
             err = lib.espeak_Synth(
                 buf, len(raw), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None

@@ -198,7 +198,9 @@ class VadStream:
                 self._levels = list(self._recent)
                 return [
                     VadEvent(
-                        "speech_started", self._start_frame * FRAME_MS, decided_ms=(idx + 1) * FRAME_MS
+                        "speech_started",
+                        self._start_frame * FRAME_MS,
+                        decided_ms=(idx + 1) * FRAME_MS,
                     )
                 ]
             return []
@@ -219,7 +221,11 @@ class VadStream:
         if levels:
             quiet = max(levels) * 10 ** (-TRAIL_DB / 20)
             limit = last - HANGOVER_MS // FRAME_MS
-            while last > max(first, limit) and 0 <= last - first < len(levels) and levels[last - first] < quiet:
+            while (
+                last > max(first, limit)
+                and 0 <= last - first < len(levels)
+                and levels[last - first] < quiet
+            ):
                 last -= 1
         return max(first + 1, last + 1) * FRAME_MS
 

@@ -5,8 +5,9 @@ frames and runs what the session asks for. One connection is one session (the SD
 after Start). A round's engine work and TTS stream run in one task so the receive loop keeps reading:
 barge-in, RequestToSpeak and Stop are seen while the server speaks, and abandon the round.
 
-TTS audio goes out in 100 ms binary frames, kept at most :data:`TTS_LEAD` seconds ahead of real
-time, as a streaming TTS service would; so a barge-in really cuts the answer short.
+TTS audio goes out in 100 ms binary frames at up to :data:`TTS_SPEED` times real time after a
+:data:`TTS_LEAD` head start, as a streaming TTS service sends faster than playback but not all at
+once; so a barge-in really cuts the answer short (clients must drop what they buffered).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from nbtoolkit.audio.clip import Clip
+from nbtoolkit.config import LOOPBACK_HOSTS
 from nbtoolkit.errors import BackendError, ProtocolError
-from nbtoolkit.local.auth import LOOPBACK_HOSTS, check_websocket
+from nbtoolkit.local.auth import check_websocket
 from nbtoolkit.local.faults import Faults
 from nbtoolkit.protocols.dialog import (
     MAX_IMAGE_BYTES,
@@ -49,14 +51,16 @@ from nbtoolkit.protocols.dialog import (
     usage_payload,
 )
 
-__all__ = ["TTS_FRAME_MS", "TTS_LEAD", "router"]
+__all__ = ["TTS_FRAME_MS", "TTS_LEAD", "TTS_SPEED", "router"]
 
 log = logging.getLogger("nbtoolkit.local.dialog")
 router = APIRouter()
 
 TTS_FRAME_MS = 100
-#: Seconds of TTS audio the server may send ahead of real time.
+#: Seconds of TTS audio sent at once before pacing starts.
 TTS_LEAD = 0.5
+#: After the lead, TTS audio is sent at this multiple of real time.
+TTS_SPEED = 4.0
 
 _EngineAction = Transcribe | Respond | Speak
 
@@ -206,7 +210,7 @@ class _Connection:
         for i, chunk in enumerate(clip.chunks(TTS_FRAME_MS)):
             if self.session.round != action.round:
                 return []  # interrupted: the session already ended the round
-            ahead = t0 + i * TTS_FRAME_MS / 1000 - TTS_LEAD - time.monotonic()
+            ahead = t0 + (i * TTS_FRAME_MS / 1000 - TTS_LEAD) / TTS_SPEED - time.monotonic()
             if ahead > 0:
                 await asyncio.sleep(ahead)  # pacing the stream, not waiting for an event
             await self._send(chunk)
