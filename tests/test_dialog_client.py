@@ -202,11 +202,16 @@ def _audio_frames_before_drop(text: str, audio_frames: int) -> int:
 
 def test_abrupt_drop_mid_answer_raises_connection_lost_with_partial_text_and_audio(faulty_server):
     faulty_server.faults = Faults(drop_after=_audio_frames_before_drop(LONG_TEXT, 3))
-    with dialog(faulty_server, sample_rate=16000) as d, pytest.raises(ConnectionLost) as err:
-        d.speak(LONG_TEXT)
+    ledger = Ledger()
+    with dialog(faulty_server, sample_rate=16000, ledger=ledger) as d:
+        with pytest.raises(ConnectionLost) as err:
+            d.speak(LONG_TEXT)
+        with pytest.raises(ConnectionLost, match="not connected"):
+            d.speak("again")
     partial = err.value.partial
     assert partial.text == LONG_TEXT and partial.status == "failed"
     assert partial.audio is not None and partial.audio.duration == pytest.approx(0.3)
+    assert [e.usage.output_audio > 0 for e in ledger.entries] == [True]  # the partial is counted
 
 
 def test_close_1011_mid_answer_raises_server_error_with_partial(faulty_server):

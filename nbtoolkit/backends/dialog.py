@@ -480,9 +480,11 @@ class Dialog:
         elif kind == "close" and not self._stopping:
             code, msg = item[1], item[2]
             timeline.mark("server", "close", code=code)
-            cls: type[BackendError] = ServerError if code == 1011 else ConnectionLost
+            cls = error_class(None, code)  # 1008 policy (auth), 1011 server error
+            if cls is ProtocolError:
+                cls = ConnectionLost
             raise cls(
-                f"The dialog server closed the connection mid-turn (code {code}: {msg})",
+                f"The dialog server closed the connection (code {code}: {msg})",
                 _fix_for(cls),
                 status=code,
                 partial=self._partial(collector, timeline, "failed"),
@@ -586,19 +588,26 @@ class Dialog:
             t0 = time.monotonic()
             try:
                 rounds = run(timeline)
+            except BackendError as exc:
+                if isinstance(exc.partial, Turn):  # what arrived was produced, so it counts
+                    self._record(exc.partial.usage, t0)
+                raise
             finally:
                 self._timeline = None
             turn = self._partial(rounds[-1], timeline, rounds[-1].status)
             for earlier in rounds[:-1]:
                 turn.usage = self._usage(earlier) + turn.usage
-            self.ledger.record(
-                turn.usage,
-                backend="dialog",
-                kind="turn",
-                request_id=self.task_id,
-                latency=time.monotonic() - t0,
-            )
+            self._record(turn.usage, t0)
             return turn
+
+    def _record(self, usage: Usage, t0: float) -> None:
+        self.ledger.record(
+            usage,
+            backend="dialog",
+            kind="turn",
+            request_id=self.task_id,
+            latency=time.monotonic() - t0,
+        )
 
     def say(self, clip: Any, *, pace: bool = False) -> Turn:
         """Speak ``clip`` (a Clip, path or encoded bytes) and return the answer."""

@@ -386,11 +386,17 @@ def _get(obj: Any, key: str) -> Any:
     return obj.get(key) if isinstance(obj, Mapping) else None
 
 
+def _choices(output: Any) -> list[Any]:
+    # a server may send anything here; only a list of choices is read
+    choices = _get(output, "choices")
+    return choices if isinstance(choices, list) else []
+
+
 def output_text(output: Any) -> str:
     """The answer text in an ``output`` object of either result format ("" when there is none)."""
     if output is None:
         return ""
-    choices = _get(output, "choices")
+    choices = _choices(output)
     if choices:
         content = _get(_get(choices[0], "message"), "content")
         if isinstance(content, str):
@@ -403,7 +409,7 @@ def output_text(output: Any) -> str:
 
 def finish_reason(output: Any) -> str | None:
     """``"stop"``/``"length"``/… once finished, else None (the wire's string ``"null"`` counts as None)."""
-    choices = _get(output, "choices")
+    choices = _choices(output)
     reason = _get(choices[0], "finish_reason") if choices else _get(output, "finish_reason")
     return None if reason in (None, "", "null") else str(reason)
 

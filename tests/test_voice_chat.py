@@ -1,0 +1,207 @@
+"""VoiceChat headless (simulated microphone, no browser) against the local server over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
+from conftest import timeout
+
+from nbtoolkit.audio.clip import Clip
+from nbtoolkit.backends.dialog import Dialog
+from nbtoolkit.backends.omni import OmniRealtime
+from nbtoolkit.backends.qwen_audio import QwenAudio
+from nbtoolkit.errors import AudioError, ConfigError
+from nbtoolkit.ledger import Ledger
+from nbtoolkit.local import Faults
+from nbtoolkit.voice_chat import LISTENING, RESPONDING, STOPPED, VoiceChat
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout(90)))
+
+
+@pytest.fixture(scope="module")
+def question(engine: Any) -> Clip:
+    """ "one plus one equals what", spoken by the engine, then enough silence for server VAD."""
+    speech = Clip.from_array(engine.synthesize("one plus one equals what", rate=16000), 16000)
+    return Clip.silence(0.3, 16000) + speech + Clip.silence(1.5, 16000)
+
+
+def heard_in(engine: Any, clip: Clip) -> list[str]:
+    """Words the engine's open-vocabulary ASR hears in ``clip``."""
+    text: str = engine.recognize(clip.resample(16000).samples, 16000, mode="open").text
+    return text.split()
+
+
+async def finish(chat: VoiceChat) -> None:
+    task = chat.stop()
+    if task is not None:
+        await asyncio.wait([task], timeout=timeout(15))
+
+
+def test_omni_server_vad_turn_answers_two_in_text_and_in_the_player(
+    server: Any, engine: Any, question: Clip
+) -> None:
+    ledger = Ledger()
+
+    async def main() -> VoiceChat:
+        chat = VoiceChat(
+            OmniRealtime(server.endpoints, ledger=ledger), source=question, realtime=False
+        )
+        chat.start()
+        try:
+            await chat.wait_turns(1, timeout=timeout(30))
+            await chat.wait_state(LISTENING, timeout=timeout(10))
+        finally:
+            await finish(chat)
+        return chat
+
+    chat = run(main())
+    (turn,) = chat.turns
+    assert turn.status == "completed"
+    assert "plus" in turn.heard.split()
+    assert "two" in turn.text.lower()
+    played = chat.player.played_clip
+    assert played is not None and "two" in heard_in(engine, played)
+    assert "two" in chat.transcript.lower() and "you: " in chat.transcript
+    assert chat.state == STOPPED
+    # the ledger recorded the turn and the usage line shows it
+    (entry,) = ledger.entries
+    assert entry.usage.output_audio > 0 and entry.offline
+    assert "1 call(s)" in chat._usage_line.value and "offline" in chat._usage_line.value
+    names = [e.name for e in chat.timeline]
+    assert names.index("speech_started") < names.index("first_audio") < names.index("response.done")
+
+
+def test_barge_in_cancels_response_and_clears_player(
+    faulty_server: Any, engine: Any, question: Clip
+) -> None:
+    faulty_server.faults = Faults(
+        delay=0.03
+    )  # the answer streams over a second or so, like the cloud
+    flushes: list[str] = []
+
+    async def main() -> tuple[VoiceChat, OmniRealtime]:
+        rt = OmniRealtime(
+            faulty_server.endpoints, ledger=Ledger(), on_flush=lambda: flushes.append("user hook")
+        )
+        chat = VoiceChat(rt, source=question, realtime=False)
+        chat.start()
+        try:
+            await chat.wait_state(RESPONDING, timeout=timeout(30))
+            assert chat.player.fed_ms > 0
+            # the user talks over the answer, at the pace of speech: sent faster, the whole
+            # utterance could be answered before the barge-in cancel reaches the server
+            chat.say(question, realtime=True)
+            await chat.wait_turns(2, timeout=timeout(40))
+        finally:
+            await finish(chat)
+        return chat, rt
+
+    chat, rt = run(main())
+    first, second = chat.turns
+    assert first.status == "cancelled"
+    assert second.status == "completed" and "two" in second.text.lower()
+    # the client cancelled, flushed the player, and still called the user's own hook
+    client = [e.name for e in rt.timeline if e.lane == "client"]
+    assert "response.cancel" in client
+    flush_events = [e for e in chat.timeline if e.name == "player.flush"]
+    assert [e.detail["reason"] for e in flush_events] == ["barge_in"]
+    assert any(e.name == "barge_in" for e in chat.timeline)
+    assert flushes == ["user hook"]
+    # what the player holds now is only the second answer
+    played = chat.player.played_clip
+    assert played is not None and "two" in heard_in(engine, played)
+    assert first.timeline.first("player.flush") is not None
+
+
+def test_omni_push_to_talk_commits_when_the_take_ends(server: Any, question: Clip) -> None:
+    async def main() -> VoiceChat:
+        rt = OmniRealtime(server.endpoints, turn_detection=None, ledger=Ledger())
+        chat = VoiceChat(rt, source=question, realtime=False)
+        chat.start()
+        try:
+            await chat.wait_turns(1, timeout=timeout(30))
+        finally:
+            await finish(chat)
+        return chat
+
+    chat = run(main())
+    (turn,) = chat.turns
+    assert turn.status == "completed" and "two" in turn.text.lower()
+    assert chat.timeline.first("commit") is not None
+
+
+@pytest.mark.parametrize("mode", ["push2talk", "duplex"])
+def test_dialog_turn_answers_two_and_plays_it(
+    server: Any, engine: Any, question: Clip, mode: str
+) -> None:
+    ledger = Ledger()
+    states: list[str] = []
+
+    async def main() -> VoiceChat:
+        dialog = Dialog(server.endpoints, mode=mode, ledger=ledger, on_state=states.append)
+        chat = VoiceChat(dialog, source=question, realtime=False)
+        chat.observe(lambda change: states.append(change["new"]), names="state")
+        chat.start()
+        try:
+            await chat.wait_turns(1, timeout=timeout(40))
+        finally:
+            await finish(chat)
+        return chat
+
+    chat = run(main())
+    (turn,) = chat.turns
+    assert turn.status == "completed"
+    assert "two" in turn.text.lower()
+    played = chat.player.played_clip
+    assert played is not None and "two" in heard_in(engine, played)
+    # the SDK's state callbacks reached both the user's hook and the badge
+    assert "Responding" in states and RESPONDING in states
+    assert len(ledger.entries) == 1
+
+
+def test_qwen_audio_turn_answers_in_text_and_says_it_only_with_tts(
+    server: Any, engine: Any, question: Clip
+) -> None:
+    async def main(tts: bool) -> VoiceChat:
+        qa = QwenAudio(server.endpoints, ledger=Ledger(), timeout=30)
+        chat = VoiceChat(qa, source=question, realtime=False, tts=tts)
+        chat.start()
+        try:
+            await chat.wait_turns(1, timeout=timeout(40))
+        finally:
+            await finish(chat)
+        return chat
+
+    quiet = run(main(False))
+    (turn,) = quiet.turns
+    assert "two" in turn.text.lower()
+    assert quiet.player.played_clip is None
+    assert "text only" in quiet._notice.value
+    spoken = run(main(True))
+    assert "eSpeak" in spoken._notice.value
+    played = spoken.player.played_clip
+    assert played is not None and "two" in heard_in(engine, played)
+
+
+def test_start_without_microphone_or_loop_says_what_to_do(
+    server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat = VoiceChat(QwenAudio(server.endpoints, ledger=Ledger()))
+    with pytest.raises(ConfigError, match="running event loop"):
+        chat.start()
+    monkeypatch.setenv("NBTOOLKIT_HEADLESS", "1")
+
+    async def main() -> None:
+        chat.start()
+
+    with pytest.raises(AudioError, match="source=Clip"):
+        run(main())
+    with pytest.raises(ConfigError, match="tts=True is for QwenAudio"):
+        VoiceChat(OmniRealtime(server.endpoints, ledger=Ledger()), tts=True)
