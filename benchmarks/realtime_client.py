@@ -12,7 +12,7 @@
    ``session.finished``, both stamped in the consumer with ``time.monotonic``.
 
 Goal: (a) ≥ 3× (b). The replay server offers no permessage-deflate, so both read the same bytes.
-Run: ``.venv/bin/python benchmarks/realtime_client.py [--events 20000]``.
+Run: ``.venv/bin/python benchmarks/realtime_client.py [--events 6000]``.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def sdk(url: str, timeout: float) -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20000, help="frames in the replayed stream")
+    parser.add_argument("--events", type=int, default=6000, help="frames in the replayed stream")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 

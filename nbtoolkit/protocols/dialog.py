@@ -155,7 +155,6 @@ class StartOptions:
     input_rate: int = INPUT_RATE
     output_rate: int = 24000
     voice: str = ""
-    output_format: str = "pcm"
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, Any]) -> StartOptions:
