@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Faults"]
+__all__ = ["Faults", "abort_connection"]
 
 
 @dataclass
@@ -50,3 +51,17 @@ class Faults:
             await asyncio.Event().wait()
         if self.delay:
             await asyncio.sleep(self.delay)
+
+
+def abort_connection(ws: Any) -> bool:
+    """Cut a WebSocket's TCP connection with no close frame, as a crashed server or a lost network does.
+
+    ASGI hides the transport; ``ws._receive`` is a bound method of uvicorn's protocol object, which holds
+    it. Returns False when the transport cannot be reached (the caller then closes with 1011).
+    """
+    protocol = getattr(getattr(ws, "_receive", None), "__self__", None)
+    transport = getattr(protocol, "transport", None)
+    if transport is None:
+        return False
+    transport.abort()
+    return True

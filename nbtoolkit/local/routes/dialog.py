@@ -32,7 +32,7 @@ from nbtoolkit.audio.clip import Clip
 from nbtoolkit.config import LOOPBACK_HOSTS
 from nbtoolkit.errors import BackendError, ProtocolError
 from nbtoolkit.local.auth import check_websocket
-from nbtoolkit.local.faults import Faults
+from nbtoolkit.local.faults import Faults, abort_connection
 from nbtoolkit.protocols.dialog import (
     MAX_IMAGE_BYTES,
     Close,
@@ -312,12 +312,8 @@ class _Connection:
         self.closed = True
         if code is not None:
             await self._close(code, "fault injected")
-        else:  # an abrupt TCP close, as a crashed server or a lost network gives
-            transport = _transport_of(self.ws)
-            if transport is not None:
-                transport.abort()
-            else:
-                await self._close(1011, "fault injected")
+        elif not abort_connection(self.ws):
+            await self._close(1011, "fault injected")
         raise _Closed
 
     async def _close(self, code: int, reason: str) -> None:
@@ -326,13 +322,6 @@ class _Connection:
         async with self.lock:
             with contextlib.suppress(RuntimeError, OSError):
                 await self.ws.close(code=code, reason=reason)
-
-
-def _transport_of(ws: WebSocket) -> Any:
-    """The asyncio transport under ``ws`` (ASGI hides it; ``receive`` is a method of uvicorn's
-    protocol object). Only the abrupt-close fault needs it."""
-    protocol = getattr(getattr(ws, "_receive", None), "__self__", None)
-    return getattr(protocol, "transport", None)
 
 
 def _image_size(data: bytes) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.local.auth import check_websocket
-from nbtoolkit.local.faults import Faults
+from nbtoolkit.local.faults import Faults, abort_connection
 from nbtoolkit.local.server import MAX_WS_MESSAGE
 from nbtoolkit.protocols.realtime import (
     INPUT_RATE,
@@ -305,10 +305,5 @@ class _Connection:
         if close_code is not None:
             await self.ws.close(close_code)
             return
-        # An abrupt TCP close (no close frame): reach the ASGI server's transport and abort it.
-        protocol = getattr(self.ws._receive, "__self__", None)
-        transport = getattr(protocol, "transport", None)
-        if transport is not None:
-            transport.abort()
-        else:
+        if not abort_connection(self.ws):
             await self.ws.close(1011)
