@@ -18,7 +18,9 @@ import numpy as np
 
 #: The repository root (benchmarks run from anywhere).
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `python benchmarks/x.py` puts benchmarks/, not the root, on the path
+if (
+    str(REPO) not in sys.path
+):  # `python benchmarks/x.py` puts benchmarks/, not the root, on the path
     sys.path.insert(0, str(REPO))
 
 

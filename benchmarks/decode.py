@@ -81,7 +81,12 @@ def main() -> None:
     print_table(
         "decode: WebM/Opus → 16 kHz PCM",
         [
-            row("Clip.load(bytes).resample(16000)", full, f"≥ {GOAL:.0f}× realtime", duration / full >= GOAL),
+            row(
+                "Clip.load(bytes).resample(16000)",
+                full,
+                f"≥ {GOAL:.0f}× realtime",
+                duration / full >= GOAL,
+            ),
             row("  decode(bytes) at 48 kHz", decode_t),
             row("  Clip.resample 48 k → 16 k (soxr HQ)", resample_t),
             row("  floor: PyAV demux + Opus decode only", floor),

@@ -111,7 +111,10 @@ def asr_table(title: str, engine: Engine, items: list[tuple[str, np.ndarray, str
 def tts_speed(engine: Engine) -> None:
     print("\nTTS (eSpeak NG via ctypes), best of 3")
     for label, text in (
-        ("English", "the birch canoe slid on the smooth planks. glue the sheet to the dark blue background."),
+        (
+            "English",
+            "the birch canoe slid on the smooth planks. glue the sheet to the dark blue background.",
+        ),
         ("Mandarin", "你好，今天怎么样？一加一等于几？我是离线引擎。"),
     ):
         best = float("inf")
@@ -120,7 +123,9 @@ def tts_speed(engine: Engine) -> None:
             pcm = engine.synthesize(text, rate=24000)
             best = min(best, time.perf_counter() - t0)
         seconds = len(pcm) / 24000
-        print(f"  {label:9s} {seconds:5.2f} s of audio in {best * 1000:6.1f} ms = {seconds / best:6.0f}× real time")
+        print(
+            f"  {label:9s} {seconds:5.2f} s of audio in {best * 1000:6.1f} ms = {seconds / best:6.0f}× real time"
+        )
 
 
 def true_span(pcm: np.ndarray, rate: int) -> tuple[int, int]:
@@ -133,7 +138,9 @@ def true_span(pcm: np.ndarray, rate: int) -> tuple[int, int]:
 
 
 def vad_accuracy(engine: Engine) -> None:
-    print("\nVAD (webrtcvad, threshold 0.5, 20 ms chunks at 24 kHz; 12 sentences, 1 s / 1.5 s silence around)")
+    print(
+        "\nVAD (webrtcvad, threshold 0.5, 20 ms chunks at 24 kHz; 12 sentences, 1 s / 1.5 s silence around)"
+    )
     sentences = [*COMMAND_PHRASES[:8], *OUT_OF_DOMAIN[:4]]
     rng = np.random.default_rng(0)
     rate = 24000
@@ -142,11 +149,17 @@ def vad_accuracy(engine: Engine) -> None:
         t_vad = audio = 0.0
         for s in sentences:
             x = np.concatenate(
-                [np.zeros(rate, np.int16), engine.synthesize(s, rate), np.zeros(int(1.5 * rate), np.int16)]
+                [
+                    np.zeros(rate, np.int16),
+                    engine.synthesize(s, rate),
+                    np.zeros(int(1.5 * rate), np.int16),
+                ]
             )
             t_start, t_end = true_span(x, rate)
             if noise is not None:
-                x = np.clip(x + rng.normal(0, 32768 * 10 ** (noise / 20), len(x)), -32768, 32767).astype(np.int16)
+                x = np.clip(
+                    x + rng.normal(0, 32768 * 10 ** (noise / 20), len(x)), -32768, 32767
+                ).astype(np.int16)
             stream = engine.vad(rate=rate)
             t0 = time.perf_counter()
             events = []
@@ -180,7 +193,9 @@ def main() -> None:
     random.seed(0)
     questions = random.sample(domain_sentences()[len(COMMAND_PHRASES) :], 30)
     in_domain = [(s, pad(engine.synthesize(s, 16000)), s) for s in [*COMMAND_PHRASES, *questions]]
-    asr_table("ASR on eSpeak in-domain sentences (commands + 30 arithmetic questions)", engine, in_domain)
+    asr_table(
+        "ASR on eSpeak in-domain sentences (commands + 30 arithmetic questions)", engine, in_domain
+    )
     out = [(s, pad(engine.synthesize(s, 16000)), s) for s in OUT_OF_DOMAIN]
     asr_table("ASR on eSpeak out-of-domain sentences", engine, out)
 

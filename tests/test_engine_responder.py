@@ -4,6 +4,7 @@ echo, voice chat, Chinese) and the token-usage rule."""
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -47,10 +48,16 @@ def _png(size: tuple[int, int], bands: list[tuple[tuple[int, int, int], float]])
         ("What is two times three?", "Two times three equals six."),
         ("what's 12 / 4", "Twelve divided by four equals three."),
         ("how much is seven minus nine", "Seven minus nine equals minus two."),
-        ("what is nineteen multiplied by twenty", "Nineteen times twenty equals three hundred and eighty."),
+        (
+            "what is nineteen multiplied by twenty",
+            "Nineteen times twenty equals three hundred and eighty.",
+        ),
         ("seven divided by two", "Seven divided by two equals three point five."),
         ("ten divided by three", "Ten divided by three equals about three point three three."),
-        ("twenty-one plus one hundred and five", "Twenty one plus one hundred and five equals one hundred and twenty six."),
+        (
+            "twenty-one plus one hundred and five",
+            "Twenty one plus one hundred and five equals one hundred and twenty six.",
+        ),
     ],
 )
 def test_spoken_arithmetic_is_answered_in_words(engine: Engine, question: str, answer: str) -> None:
@@ -62,7 +69,10 @@ def test_division_by_zero_is_answered_honestly(engine: Engine) -> None:
     reply = engine.respond("what is five divided by zero")
     assert reply.kind == "arithmetic"
     assert reply.text == "Five divided by zero has no answer: nothing can be divided by zero."
-    assert solve_arithmetic("5 / 0") == ("Five divided by zero has no answer: nothing can be divided by zero.", None)
+    assert solve_arithmetic("5 / 0") == (
+        "Five divided by zero has no answer: nothing can be divided by zero.",
+        None,
+    )
 
 
 def test_chinese_arithmetic_is_answered_in_chinese(engine: Engine) -> None:
@@ -95,7 +105,10 @@ def test_transcription_request_with_audio_quotes_the_words(engine: Engine) -> No
     clip = _speech(engine, "go forward ten meters")
     for question in ("What is said in the audio?", "transcribe this"):
         reply = engine.respond(question, audio=clip)
-        assert (reply.text, reply.kind) == ('The audio says: "go forward ten meters".', "transcription")
+        assert (reply.text, reply.kind) == (
+            'The audio says: "go forward ten meters".',
+            "transcription",
+        )
 
 
 def test_transcription_request_without_audio_says_there_is_none(engine: Engine) -> None:
@@ -110,8 +123,9 @@ def test_describing_a_tone_gives_duration_loudness_pitch_and_no_speech(engine: E
     reply = engine.respond("describe this sound", audio=clip)
     assert reply.kind == "describe_audio"
     assert "2.0 seconds" in reply.text
-    assert "moderately loud (-13 dBFS)" in reply.text
-    assert "about 220 Hz" in reply.text
+    assert "loud (-13 dBFS)" in reply.text  # a 0.3 sine: RMS 0.21 of full scale
+    pitch = re.search(r"dominant pitch is about (\d+) Hz", reply.text)
+    assert pitch and abs(int(pitch.group(1)) - 220) <= 5
     assert "does not sound like speech" in reply.text
 
 
@@ -129,7 +143,11 @@ def test_describing_silence_says_it_is_silent(engine: Engine) -> None:
 
 def test_voice_chat_answers_the_transcript(engine: Engine) -> None:
     reply = engine.respond(audio=_speech(engine, "what is two times three"))
-    assert (reply.text, reply.kind, reply.heard) == ("Two times three equals six.", "arithmetic", "what is two times three")
+    assert (reply.text, reply.kind, reply.heard) == (
+        "Two times three equals six.",
+        "arithmetic",
+        "what is two times three",
+    )
     greeting = engine.respond(audio=_speech(engine, "hello how are you today"))
     assert greeting.kind == "greeting" and "offline engine" in greeting.text
 
@@ -144,7 +162,10 @@ def test_describe_image_names_size_and_dominant_colours(engine: Engine) -> None:
     png = _png((640, 480), [((230, 30, 30), 0.5), ((20, 60, 220), 0.3), ((250, 250, 250), 0.2)])
     reply = engine.respond("describe this picture", images=[png])
     assert reply.kind == "describe_image"
-    assert reply.text == "A 640×480 picture, medium bright, mostly red (50%), with blue (30%) and white (20%)."
+    assert reply.text.startswith("A 640×480 picture, bright, mostly red (50%), with blue (")
+    shares = dict(re.findall(r"(\w+) \((\d+)%\)", reply.text))
+    assert list(shares) == ["red", "blue", "white"]  # largest first, nothing else above 8 %
+    assert abs(int(shares["blue"]) - 30) <= 2 and abs(int(shares["white"]) - 20) <= 2
 
 
 def test_any_question_with_an_image_gets_the_image_description(engine: Engine) -> None:
@@ -166,7 +187,10 @@ def test_video_frames_are_summarised(engine: Engine) -> None:
 
 
 def test_an_unreadable_image_is_reported(engine: Engine) -> None:
-    assert "could not read the image" in engine.respond("what do you see", images=[b"not an image"]).text
+    assert (
+        "could not read the image"
+        in engine.respond("what do you see", images=[b"not an image"]).text
+    )
 
 
 def test_colour_names() -> None:
@@ -205,7 +229,10 @@ def test_asking_what_is_in_front_without_an_image_requests_a_photo(engine: Engin
         assert reply.kind == "visual_qa"
         assert "photo" in reply.text
         assert reply.commands == [
-            {"name": "visual_qa", "params": [{"name": "shot", "value": "front", "normValue": "True"}]}
+            {
+                "name": "visual_qa",
+                "params": [{"name": "shot", "value": "front", "normValue": "True"}],
+            }
         ]
 
 
@@ -231,7 +258,9 @@ def test_anything_else_is_echoed(engine: Engine) -> None:
 
 def test_history_does_not_change_the_answer(engine: Engine) -> None:
     history = [("what is one plus one", "One plus one equals two."), ("hello", "Hello!")]
-    assert engine.respond("what is two plus two", history=history) == engine.respond("what is two plus two")
+    assert engine.respond("what is two plus two", history=history) == engine.respond(
+        "what is two plus two"
+    )
 
 
 def test_nothing_at_all_is_answered_honestly(engine: Engine) -> None:
@@ -248,7 +277,15 @@ def test_text_tokens_count_words_cjk_characters_and_punctuation() -> None:
 
 
 def test_audio_tokens_are_25_per_second_rounded_up() -> None:
-    assert [audio_tokens(s) for s in (0, 0.01, 0.04, 0.041, 1.0, 2.5, 60)] == [0, 1, 1, 2, 25, 63, 1500]
+    assert [audio_tokens(s) for s in (0, 0.01, 0.04, 0.041, 1.0, 2.5, 60)] == [
+        0,
+        1,
+        1,
+        2,
+        25,
+        63,
+        1500,
+    ]
 
 
 def test_image_tokens_are_28_pixel_patches_within_limits() -> None:

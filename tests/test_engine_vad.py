@@ -23,9 +23,15 @@ def _true_span(pcm: np.ndarray, rate: int) -> tuple[int, int]:
     return int(idx[0]) * 10, int(idx[-1] + 1) * 10
 
 
-def _utterance(engine: Engine, text: str, rate: int, before: float = 1.0, after: float = 1.5) -> np.ndarray:
+def _utterance(
+    engine: Engine, text: str, rate: int, before: float = 1.0, after: float = 1.5
+) -> np.ndarray:
     return np.concatenate(
-        [np.zeros(int(rate * before), np.int16), engine.synthesize(text, rate), np.zeros(int(rate * after), np.int16)]
+        [
+            np.zeros(int(rate * before), np.int16),
+            engine.synthesize(text, rate),
+            np.zeros(int(rate * after), np.int16),
+        ]
     )
 
 
@@ -43,7 +49,9 @@ def _feed(stream: VadStream, pcm: np.ndarray, chunk_ms: float = 20) -> list[VadE
 
 
 @pytest.mark.parametrize("rate", [16000, 24000, 48000])
-def test_one_utterance_gives_one_start_and_one_stop_at_the_true_span(engine: Engine, rate: int) -> None:
+def test_one_utterance_gives_one_start_and_one_stop_at_the_true_span(
+    engine: Engine, rate: int
+) -> None:
     pcm = _utterance(engine, "what is in front of me", rate)
     start, end = _true_span(pcm, rate)
     events = _feed(engine.vad(rate=rate), pcm)
@@ -56,7 +64,9 @@ def test_one_utterance_gives_one_start_and_one_stop_at_the_true_span(engine: Eng
     assert stopped.decided_ms <= stopped.t_ms + 800 + 60
 
 
-def test_the_utterance_audio_includes_the_prefix_padding_and_transcribes_to_the_words(engine: Engine) -> None:
+def test_the_utterance_audio_includes_the_prefix_padding_and_transcribes_to_the_words(
+    engine: Engine,
+) -> None:
     rate = 24000
     pcm = _utterance(engine, "what is two times three", rate)
     events = _feed(engine.vad(prefix_padding_ms=300, rate=rate), pcm)
@@ -89,7 +99,9 @@ def test_speech_in_low_noise_is_still_found(engine: Engine) -> None:
 
 def test_two_utterances_give_two_pairs(engine: Engine) -> None:
     rate = 16000
-    pcm = np.concatenate([_utterance(engine, "hello", rate), _utterance(engine, "go forward ten meters", rate)])
+    pcm = np.concatenate(
+        [_utterance(engine, "hello", rate), _utterance(engine, "go forward ten meters", rate)]
+    )
     kinds = [e.kind for e in _feed(engine.vad(rate=rate), pcm)]
     assert kinds == ["speech_started", "speech_stopped"] * 2
 
@@ -97,7 +109,10 @@ def test_two_utterances_give_two_pairs(engine: Engine) -> None:
 def test_a_short_pause_inside_a_sentence_does_not_split_it(engine: Engine) -> None:
     rate = 16000
     pcm = np.concatenate(
-        [_utterance(engine, "one plus one", rate, after=0.4), _utterance(engine, "equals what", rate, before=0.0)]
+        [
+            _utterance(engine, "one plus one", rate, after=0.4),
+            _utterance(engine, "equals what", rate, before=0.0),
+        ]
     )
     assert [e.kind for e in _feed(engine.vad(silence_duration_ms=800, rate=rate), pcm)] == [
         "speech_started",
@@ -137,7 +152,15 @@ def test_reset_forgets_the_stream(engine: Engine) -> None:
 
 
 def test_threshold_maps_to_webrtcvad_aggressiveness() -> None:
-    assert [aggressiveness(t) for t in (0.0, 0.2, 0.25, 0.5, 0.74, 0.75, 1.0)] == [0, 0, 1, 2, 2, 3, 3]
+    assert [aggressiveness(t) for t in (0.0, 0.2, 0.25, 0.5, 0.74, 0.75, 1.0)] == [
+        0,
+        0,
+        1,
+        2,
+        2,
+        3,
+        3,
+    ]
     with pytest.raises(ValueError):
         aggressiveness(1.5)
     with pytest.raises(ValueError):

@@ -126,6 +126,8 @@ def run_dask(
     from distributed import as_completed
 
     _check_picklable(backend)
+    if not items:  # everything resumed: no cluster to start
+        return
     with _client(scheduler) as client:
         n_workers = max(1, len(client.scheduler_info()["workers"]))
         share = bucket.split(n_workers) if bucket is not None else None

@@ -134,6 +134,8 @@ class Backend:
 
     @classmethod
     def of(cls, backend: Any) -> Backend:
+        """Sort ``backend``: an object with ``.ask`` is a client, a callable needing no arguments
+        (a class included) is a factory, any other callable is a function."""
         if isinstance(backend, Backend):
             return backend
         if not isinstance(backend, type) and callable(getattr(backend, "ask", None)):
@@ -200,11 +202,13 @@ def run_item(
     (KeyboardInterrupt, SystemExit) propagates and stops the batch."""
     if bucket is not None:
         bucket.acquire()
-    started = time.monotonic()
+    started: float | None = None
     try:
-        text, usage, request_id = _answer(backend.caller(built)(item.source, question))
+        call = backend.caller(built)  # outside the latency: a factory may start a server first
+        started = time.monotonic()
+        text, usage, request_id = _answer(call(item.source, question))
     except Exception as exc:
-        return failure(item, exc, time.monotonic() - started)
+        return failure(item, exc, None if started is None else time.monotonic() - started)
     return ItemResult(
         item.id,
         text,

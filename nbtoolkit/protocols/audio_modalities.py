@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -196,7 +197,7 @@ def parse_request(body: bytes | str | Mapping[str, Any]) -> ChatRequest:
     if isinstance(body, (bytes, str)):
         try:
             body = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise _bad("The request body is not JSON", "send application/json") from None
     if not isinstance(body, Mapping):
         raise _bad("The request body must be a JSON object", "send {'messages': [...], …}")
@@ -205,6 +206,8 @@ def parse_request(body: bytes | str | Mapping[str, Any]) -> ChatRequest:
         raise _bad("messages must be a non-empty list", "send at least one user message")
     stream = body.get("stream", True)
     modalities = body.get("modalities") or ["text", "audio"]
+    if not isinstance(modalities, list):
+        raise _bad("modalities must be a list", "send e.g. ['text', 'audio']")
     audio = body.get("audio")
     audio = audio if isinstance(audio, Mapping) else {}
     model = body.get("model")
@@ -359,7 +362,7 @@ class StreamAccumulator:
             return []
         try:
             chunk = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ProtocolError(
                 f"Stream frame {self.events} is not JSON: {data[:80]!r}",
                 "the server broke the SSE stream; retry, and report it if it repeats",
@@ -390,13 +393,16 @@ class StreamAccumulator:
             self.openai_like = True
             self.usage = _usage(chunk["usage"], self.model or "")
         out: list[str | bytes] = []
-        for choice in chunk.get("choices") or ():
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             if choice.get("finish_reason") is not None:
                 self.openai_like = True
                 self.finish_reason = str(choice["finish_reason"])
-            delta = choice.get("delta") or {}
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                continue
             if isinstance(delta.get("content"), str) and delta["content"]:
                 self.transcript_parts.append(delta["content"])
                 out.append(delta["content"])
@@ -433,7 +439,7 @@ def _usage(raw: Mapping[str, Any], model: str) -> Usage:
 
     def num(obj: Any, key: str) -> int:
         value = obj.get(key) if isinstance(obj, Mapping) else None
-        return int(value) if isinstance(value, (int, float)) else 0
+        return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0
 
     prompt, completion = num(raw, "prompt_tokens"), num(raw, "completion_tokens")
     pin, pout = raw.get("prompt_tokens_details"), raw.get("completion_tokens_details")

@@ -94,7 +94,10 @@ class ClientMessage:
     @property
     def images(self) -> tuple[ImageRef, ...]:
         refs = []
-        for item in self.parameters.get("images") or ():
+        images = self.parameters.get("images") or []
+        if not isinstance(images, list):
+            raise _fail("parameters.images is not a list", 'send [{"type": "base64", "value": …}]')
+        for item in images:
             if not isinstance(item, Mapping) or item.get("type") not in ("base64", "url"):
                 raise ProtocolError(
                     f"Image entry {str(item)[:80]!r} is not understood",
@@ -107,8 +110,11 @@ class ClientMessage:
     @property
     def video_connect(self) -> bool:
         """True when ``biz_params.videos`` asks to connect the video channel (LiveAI)."""
-        videos = (self.parameters.get("biz_params") or {}).get("videos") or ()
-        return any(isinstance(v, Mapping) and v.get("action") == "connect" for v in videos)
+        biz = self.parameters.get("biz_params")
+        videos = biz.get("videos") if isinstance(biz, Mapping) else None
+        return isinstance(videos, list) and any(
+            isinstance(v, Mapping) and v.get("action") == "connect" for v in videos
+        )
 
 
 def _fail(problem: str, fix: str) -> ProtocolError:
@@ -119,7 +125,7 @@ def parse_client_message(raw: str | bytes | Mapping[str, Any]) -> ClientMessage:
     """Parse a client text frame; :class:`ProtocolError` (code InvalidParameter) when malformed."""
     try:
         doc = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise _fail(
             f"The frame is not JSON ({exc})", "send one JSON document per text frame"
         ) from exc
@@ -146,6 +152,23 @@ def parse_client_message(raw: str | bytes | Mapping[str, Any]) -> ClientMessage:
     )
 
 
+def _section(params: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = params.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise _fail(f"parameters.{name} is not an object", f'send "{name}": {{…}}')
+    return value
+
+
+def _rate(section: Mapping[str, Any], name: str, default: int = INPUT_RATE) -> int:
+    value = section.get("sample_rate") or default
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise _fail(
+            f"{name}.sample_rate {value!r} is not a number", "send the rate in Hz, e.g. 16000"
+        ) from None
+
+
 @dataclass(frozen=True)
 class StartOptions:
     """What ``Start`` asked for (``parameters.upstream`` / ``downstream``)."""
@@ -158,8 +181,8 @@ class StartOptions:
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, Any]) -> StartOptions:
-        up = params.get("upstream") or {}
-        down = params.get("downstream") or {}
+        up = _section(params, "upstream")
+        down = _section(params, "downstream")
         mode = up.get("mode") or "tap2talk"  # the SDK's default
         if mode not in MODES:
             raise _fail(f"upstream.mode {mode!r} is not supported", f"use one of {MODES}")
@@ -167,10 +190,10 @@ class StartOptions:
             raise _fail("Only PCM upstream audio is supported here", 'use audio_format="pcm"')
         if (down.get("audio_format") or "pcm") != "pcm":
             raise _fail("Only PCM downstream audio is supported here", 'use audio_format="pcm"')
-        rate = int(up.get("sample_rate") or INPUT_RATE)
+        rate = _rate(up, "upstream")
         if rate != INPUT_RATE:
             raise _fail(f"upstream.sample_rate {rate} is not supported", "send 16000 Hz PCM16")
-        out_rate = int(down.get("sample_rate") or 24000)
+        out_rate = _rate(down, "downstream", 24000)
         if not 8000 <= out_rate <= 48000:
             raise _fail(f"downstream.sample_rate {out_rate} is out of range", "use 8000…48000")
         return cls(
@@ -419,6 +442,8 @@ class DialogSession:
     # ------------------------------------------------------------- client input
     def receive(self, msg: ClientMessage) -> list[Output]:
         """A client text frame."""
+        if self.stopped:  # failed or stopped: the route is closing the connection
+            return []
         if not self.started:
             if msg.directive != "Start" or msg.action != "run-task":
                 self.task_id = msg.task_id
@@ -426,8 +451,6 @@ class DialogSession:
                     "InvalidParameter", f"{msg.directive} before Start: send Start first"
                 )
             return self._start(msg)
-        if self.stopped:
-            return []
         handler = getattr(self, f"_on_{msg.directive}", None)
         if handler is None:
             return self.error("InvalidParameter", f"Unknown directive {msg.directive!r}")

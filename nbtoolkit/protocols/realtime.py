@@ -453,7 +453,7 @@ def _load(data: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
     else:
         try:
             obj = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ProtocolError(
                 f"A realtime frame is not JSON ({len(data)} bytes)",
                 "send one JSON object per text frame",
@@ -652,6 +652,19 @@ def usage_dict(
     }
 
 
+def _modalities_ok(value: Any) -> bool:
+    """True for ``["text"]`` or text plus audio in either order (anything else, of any type: no)."""
+    return (
+        isinstance(value, list)
+        and all(isinstance(m, str) for m in value)
+        and sorted(value) in (["text"], ["audio", "text"])
+    )
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 class _Refused(Exception):
     def __init__(self, code: str, message: str, param: str | None = None) -> None:
         super().__init__(message)
@@ -770,10 +783,7 @@ class RealtimeSession:
             if key in ("id", "object", "model"):
                 continue
             if key == "modalities":
-                if not isinstance(value, list) or sorted(value) not in (
-                    ["text"],
-                    ["audio", "text"],
-                ):
+                if not _modalities_ok(value):
                     raise _Refused(
                         "invalid_value",
                         f"modalities must be ['text'] or ['text', 'audio'], not {value!r}",
@@ -893,7 +903,7 @@ class RealtimeSession:
     def _create_item(self, item: dict[str, Any]) -> Step:
         texts = [
             str(c.get("text") or "")
-            for c in item.get("content") or []
+            for c in _list(item.get("content"))
             if isinstance(c, dict) and c.get("type") in ("input_text", "text")
         ]
         if item.get("type", "message") != "message" or not texts:
@@ -976,7 +986,7 @@ class RealtimeSession:
                 "response.done",
             )
         mods = modalities or list(self.config["modalities"])
-        if sorted(mods) not in (["text"], ["audio", "text"]):
+        if not _modalities_ok(mods):
             raise _Refused(
                 "invalid_value",
                 f"modalities must be ['text'] or ['text', 'audio'], not {mods!r}",

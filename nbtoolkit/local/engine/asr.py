@@ -9,25 +9,31 @@ Two searches, each on its own decoder:
   sentence when the final state is not reached; with ``False`` it returns the whole sentence or "").
   About 20–60 ms per short utterance.
 * **open** — the generic en-us trigram LM shipped in the wheel (open vocabulary, 0.3–1 s per
-  utterance; about 22 % WER on clean read speech, see benchmarks/engine.py).
+  utterance; 15–22 % WER on clean read speech, about 40 % on eSpeak; see benchmarks/engine.py).
 
 ``mode="auto"`` (the default) chooses per utterance, by this rule (measured, see below):
 
-1. Decode with the grammar. If it returns a sentence whose **confidence** is at least
-   :data:`ACCEPT_SCORE`, return it. The confidence is the hypothesis' acoustic score per speech
-   frame (pocketsphinx normalises each frame by its best senone, so a path that fits the sound
-   scores near 0 and a sentence forced onto foreign speech scores far below).
-2. Otherwise decode with the open LM. If the grammar's sentence and the open transcript agree on
-   most words (word edit distance ≤ :data:`AGREE_WER` of the grammar sentence), the grammar's
-   sentence is returned (the open LM confirms it but garbles a word or two, e.g. "one plus one
-   equals well"); otherwise the open transcript is returned.
+0. Audio with under :data:`MIN_SPEECH_FRAMES` frames of speech (webrtcvad) gives "" without decoding
+   (the open LM "hears" words such as "and" in digital silence).
+1. Decode with the grammar. If it returns a sentence whose **score** is at least
+   :data:`ACCEPT_SCORE`, return it. The score is the hypothesis' acoustic log-likelihood per speech
+   frame; pocketsphinx normalises each frame by its best senone, so a path that fits the sound
+   scores near 0 and a sentence forced onto foreign speech far below.
+2. Otherwise decode with the open LM as well, and still return the grammar's sentence when
+   (a) its score is at least :data:`FLOOR_SCORE` and beats the open hypothesis' own score by
+   :data:`MARGIN` — the grammar explains the sound better than the best open-vocabulary guess — or
+   (b) the two transcripts differ in at most :data:`AGREE_WER` of the grammar sentence's words
+   (e.g. open "one plus one equals well"). Otherwise return the open transcript.
 
-Measured on 108 in-domain eSpeak sentences, 30 out-of-domain sentences and the 11 real pocketsphinx
-test recordings (see benchmarks/engine.py for the current numbers): in-domain sentences score
-−5.2…−1.5 (all but 5 above −4.2), out-of-domain ones −6.9…−4.2, and real out-of-domain recordings
-(card names, LibriVox) −5.4…−3.4; the grammar returns "" for a fifth of out-of-domain input. With
-:data:`ACCEPT_SCORE` = −3.0 no out-of-domain sentence is accepted by step 1, while most in-domain
-ones are; the in-domain ones below it are rescued by step 2.
+Measured on 108 in-domain eSpeak sentences (plus 30 more synthesised at 24 kHz and resampled), 30
+out-of-domain eSpeak sentences and 11 real recordings from pocketsphinx's test data (10 of them are
+vendored in tests/data/speech): in-domain grammar
+scores lie in −4.8…−1.5 (most above −3.3), out-of-domain ones in −6.9…−4.2 for eSpeak and
+−5.4…−3.4 for the real recordings (card names, LibriVox, digits); the grammar-minus-open margin is
+−0.4…+2.9 in-domain and −3.6…+0.2 out-of-domain. With the constants below, 106/108 + 30/30
+in-domain sentences come from the grammar and 0/30 + 0/11 out-of-domain ones do.
+benchmarks/engine.py prints WER and real-time factor per mode on the real recordings and on
+eSpeak speech.
 
 Decoders are not thread-safe: each has its own lock. An utterance is decoded in one call with
 ``full_utt=True`` (cepstral mean over the whole utterance: deterministic, and the most accurate —
@@ -52,6 +58,8 @@ import numpy as np
 __all__ = [
     "ACCEPT_SCORE",
     "AGREE_WER",
+    "FLOOR_SCORE",
+    "MARGIN",
     "MIN_SPEECH_FRAMES",
     "AsrResult",
     "Recognizer",
@@ -63,6 +71,10 @@ Mode = Literal["auto", "domain", "open"]
 
 #: Grammar hypotheses with at least this confidence are accepted without the open LM.
 ACCEPT_SCORE = -3.3
+#: Below ACCEPT_SCORE, the grammar still wins if its score is at least FLOOR_SCORE and beats the
+#: open LM's own hypothesis score by MARGIN (per frame).
+FLOOR_SCORE = -5.0
+MARGIN = 0.3
 #: Grammar sentence kept when the open transcript differs in at most this fraction of its words.
 AGREE_WER = 0.4
 #: pocketsphinx works at 16 kHz.
@@ -72,9 +84,10 @@ ASR_RATE = 16000
 MIN_SPEECH_FRAMES = 5
 SPEECH_FLOOR_DBFS = -55.0
 
-# Pocketsphinx reports scores through logmath (base 1.0001) after a 10-bit shift in search mode;
-# this factor makes the per-frame score a readable number (≈ 0 for a perfect fit, −5 for a poor one).
-_SCORE_SCALE = 1024.0
+# Segment acoustic scores come back through logmath as probabilities; their natural log per frame is
+# the score. The grammar search (bestpath=False) reports them 2**10 times smaller than the open LM's
+# lattice (pocketsphinx's 10-bit senone-score shift, measured), so they are scaled to match.
+_GRAMMAR_SCORE_SCALE = 1024.0
 
 
 @dataclass(frozen=True)
@@ -173,9 +186,10 @@ def _nogil_process_raw(decoder: Any) -> Any:
 class _Decoder:
     """One pocketsphinx decoder with its lock."""
 
-    def __init__(self, decoder: Any) -> None:
+    def __init__(self, decoder: Any, score_scale: float = 1.0) -> None:
         self.decoder = decoder
         self.lock = threading.Lock()
+        self.score_scale = score_scale
         nogil = _nogil_process_raw(decoder)
         #: True when decoding releases the GIL (the ctypes path)
         self.releases_gil = nogil is not None
@@ -198,7 +212,7 @@ class _Decoder:
             for seg in d.seg() or ():
                 if _filler(seg.word) or seg.end_frame < seg.start_frame:
                     continue
-                total += _SCORE_SCALE * math.log(max(seg.ascore, 1e-300))
+                total += self.score_scale * math.log(max(seg.ascore, 1e-300))
                 frames += seg.end_frame - seg.start_frame + 1
         return text, (total / frames if frames else None)
 
@@ -236,7 +250,7 @@ class Recognizer:
                 d = ps.Decoder(lm=None, bestpath=False, loglevel="FATAL")
                 d.add_jsgf_string("domain", grammar)
                 d.activate_search("domain")
-                self._domain = _Decoder(d)
+                self._domain = _Decoder(d, _GRAMMAR_SCORE_SCALE)
             return self._domain
 
     def _open_decoder(self) -> _Decoder:
@@ -284,7 +298,10 @@ class Recognizer:
             return done(dom, "domain", conf, dom, None)
         if dom and conf is not None and conf >= ACCEPT_SCORE:
             return done(dom, "domain", conf, dom, None)
-        opn, _ = self._open_decoder().decode(audio)
-        if dom and word_errors(dom, opn) <= AGREE_WER * len(dom.split()):
-            return done(dom, "domain", conf, dom, opn)
+        opn, open_score = self._open_decoder().decode(audio)
+        if dom and conf is not None:
+            fits = conf >= FLOOR_SCORE and (open_score is None or conf - open_score >= MARGIN)
+            agrees = word_errors(dom, opn) <= AGREE_WER * len(dom.split())
+            if fits or agrees:
+                return done(dom, "domain", conf, dom, opn)
         return done(opn, "open", conf, dom, opn)

@@ -190,11 +190,11 @@ def image_facts(data: bytes) -> ImageFacts:
     """Size, brightness and dominant colours of an encoded image (JPEG, PNG, …)."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
-        width, height = im.size
-        im = im.convert("RGB")
-        im.thumbnail((96, 96))
-        rgb = np.asarray(im, dtype=np.float64).reshape(-1, 3) / 255.0
+    with Image.open(io.BytesIO(data)) as src:
+        width, height = src.size
+        small = src.convert("RGB")
+    small.thumbnail((96, 96))
+    rgb = np.asarray(small, dtype=np.float64).reshape(-1, 3) / 255.0
     mx, mn = rgb.max(axis=1), rgb.min(axis=1)
     v = mx
     s = np.where(mx > 0, (mx - mn) / np.where(mx > 0, mx, 1), 0.0)
@@ -202,7 +202,9 @@ def image_facts(data: bytes) -> ImageFacts:
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     h = np.where(mx == r, ((g - b) / d) % 6, np.where(mx == g, (b - r) / d + 2, (r - g) / d + 4))
     h = np.where(mx - mn > 0, h * 60.0, 0.0)
-    names = np.array([_name_hsv(float(a), float(bb), float(c)) for a, bb, c in zip(h, s, v)])
+    names = np.array(
+        [_name_hsv(float(a), float(bb), float(c)) for a, bb, c in zip(h, s, v, strict=True)]
+    )
     counts = {n: float(np.mean(names == n)) for n in _NAMES}
     colours = sorted(((n, c) for n, c in counts.items() if c >= COLOUR_SHARE), key=lambda x: -x[1])
     return ImageFacts(width, height, float(v.mean()), colours)

@@ -507,7 +507,7 @@ class Responder:
         if audio is not None and _DESCRIBE_AUDIO.search(norm):
             return EngineReply(self._describe_audio(audio), "describe_audio")
 
-        if images and (_VISUAL.search(norm) or not self._rule_based(norm)):
+        if images and (_VISUAL.search(norm) or not self._rule_based(text)):
             return self._image_reply(text if not _VISUAL.search(norm) else "", images)
 
         if not images and _VISUAL.search(norm):
@@ -518,7 +518,7 @@ class Responder:
                 [dict(VISUAL_QA_COMMAND, params=[dict(p) for p in VISUAL_QA_COMMAND["params"]])],
             )
 
-        solved = solve_arithmetic(norm)
+        solved = solve_arithmetic(text)
         if solved is not None:
             return EngineReply(solved[0], "arithmetic")
 
@@ -533,8 +533,8 @@ class Responder:
         return EngineReply(f'You said: "{text}".', "echo")
 
     @staticmethod
-    def _rule_based(norm: str) -> bool:
-        return bool(solve_arithmetic(norm) or _GREETING.search(norm))
+    def _rule_based(text: str) -> bool:
+        return bool(solve_arithmetic(text) or _GREETING.search(_norm(text)))
 
     def _answer_zh(self, text: str, *, images: Sequence[bytes]) -> EngineReply:
         answer = solve_arithmetic_zh(text)
