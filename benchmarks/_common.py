@@ -1,4 +1,4 @@
-"""Shared by the benchmark scripts: best-of-N timing, percentiles and the result table.
+"""Shared by the benchmark scripts: best-of-N timing and the result table.
 
 Every benchmark prints its rows in one shape — measured value, the baseline measured in the same
 run, their ratio, the goal and PASS/MISS — as a Markdown table, so the output can be pasted into
@@ -8,35 +8,26 @@ benchmarks/README.md as it is. Files starting with ``_`` are helpers, not benchm
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 #: The repository root (benchmarks run from anywhere).
 REPO = Path(__file__).resolve().parent.parent
-if (
-    str(REPO) not in sys.path
-):  # `python benchmarks/x.py` puts benchmarks/, not the root, on the path
-    sys.path.insert(0, str(REPO))
 
 
-def best_of(repeats: int, fn: Callable[[], object]) -> float:
-    """Fastest of ``repeats`` runs of ``fn``, in seconds: the run least disturbed by other work."""
-    best = float("inf")
+def best_of_each(repeats: int, fns: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """The fastest of ``repeats`` runs of each function, in seconds (the runs least disturbed by
+    other work). The functions take turns, so load from elsewhere on the machine falls on all of
+    them alike rather than on whichever ran during it."""
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0–100) of ``values``, linearly interpolated."""
-    return float(np.percentile(np.asarray(values, dtype=float), q))
 
 
 @dataclass(frozen=True)

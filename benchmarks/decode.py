@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 
-from _common import Row, best_of, print_table
+from _common import Row, best_of_each, print_table
 
 from nbtoolkit.audio import Clip
 from nbtoolkit.audio.decode import decode
@@ -42,7 +42,7 @@ def pyav_decode_only(data: bytes) -> int:
     import av
 
     samples = 0
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         for frame in container.decode(audio=0):
             samples += frame.samples
     return samples
@@ -51,7 +51,7 @@ def pyav_decode_only(data: bytes) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
 
     data = browser_recording(args.seconds)
@@ -59,10 +59,16 @@ def main() -> None:
     duration = pcm16k.duration
     native = decode(data)
 
-    full = best_of(args.repeats, lambda: Clip.load(data).resample(16000))
-    floor = best_of(args.repeats, lambda: pyav_decode_only(data))
-    decode_t = best_of(args.repeats, lambda: decode(data))
-    resample_t = best_of(args.repeats, lambda: native.resample(16000))
+    times = best_of_each(
+        args.repeats,
+        {
+            "full": lambda: Clip.load(data).resample(16000),
+            "floor": lambda: pyav_decode_only(data),
+            "decode": lambda: decode(data),
+            "resample": lambda: native.resample(16000),
+        },
+    )
+    full, floor, decode_t, resample_t = (times[k] for k in ("full", "floor", "decode", "resample"))
 
     def row(what: str, seconds: float, goal: str = "", ok: bool | None = None) -> Row:
         return Row(

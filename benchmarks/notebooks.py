@@ -16,6 +16,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from _common import REPO, Row, print_table, quiet_environment
 
@@ -49,7 +50,7 @@ def per_notebook(report: Path) -> list[tuple[str, float, bool]]:
     cases = ET.parse(report).getroot().iter("testcase")
     return [
         (
-            Path(c.get("file") or c.get("name", "?")).name,
+            Path(c.get("file") or c.get("name") or "?").name,
             float(c.get("time", 0)),
             c.find("failure") is None and c.find("error") is None,
         )
@@ -59,7 +60,7 @@ def per_notebook(report: Path) -> list[tuple[str, float, bool]]:
 
 def one_cell_notebook(folder: Path) -> Path:
     path = folder / "one_cell.ipynb"
-    cell = {
+    cell: dict[str, Any] = {
         "cell_type": "code",
         "execution_count": None,
         "metadata": {},

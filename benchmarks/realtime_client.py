@@ -134,8 +134,9 @@ def sdk(url: str, timeout: float) -> tuple[int, float]:
     finished = threading.Event()
     count = 0
 
-    class Counter(OmniRealtimeCallback):  # type: ignore[misc]
-        def on_event(self, message: dict[str, Any]) -> None:
+    class Counter(OmniRealtimeCallback):
+        # the SDK hints `str` but passes the parsed dict (reference §4.5)
+        def on_event(self, message: dict[str, Any]) -> None:  # type: ignore[override]
             nonlocal count
             kind = message["type"]
             if kind == "session.created":

@@ -38,8 +38,8 @@ from nbtoolkit.backends.dialog import Dialog
 from nbtoolkit.backends.omni import OmniRealtime, Reconnected
 from nbtoolkit.backends.qwen_audio import QwenAudio
 from nbtoolkit.config import scrub_secrets
-from nbtoolkit.errors import AudioError, ConfigError, ConnectionLost
-from nbtoolkit.ledger import Ledger, LedgerSummary
+from nbtoolkit.errors import AudioError, ConfigError, ConnectionLost, NbToolkitError
+from nbtoolkit.ledger import Ledger, LedgerEntry, LedgerSummary
 from nbtoolkit.protocols.realtime import (
     OUTPUT_RATE,
     AudioDelta,
@@ -133,6 +133,8 @@ class VoiceChat(ipywidgets.VBox):
         self.timeline = Timeline()
         #: Why the session ended, if it failed.
         self.error: BaseException | None = None
+        #: Turns that failed without ending the session (shown on the badge), oldest first.
+        self.failures: list[BaseException] = []
         self._bridge = _bridge_for(self, backend, tts)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -150,7 +152,6 @@ class VoiceChat(ipywidgets.VBox):
         self._transcript = ipywidgets.HTML()
         header = ipywidgets.HBox([self._badge, self._usage_line])
         header.layout.align_items = "center"
-        header.layout.grid_gap = "12px"
         super().__init__(
             [header, self._notice, self.recorder, self.player, self._transcript], **kwargs
         )
@@ -176,6 +177,16 @@ class VoiceChat(ipywidgets.VBox):
             suffix = "" if turn.status == "completed" else f" [{turn.status}]"
             lines.append(f"assistant: {turn.text}{suffix}")
         return "\n".join(lines)
+
+    @property
+    def notice(self) -> str:
+        """What the widget says about the backend (how to talk to it, whether it has a voice)."""
+        return self._bridge.notice
+
+    @property
+    def usage(self) -> LedgerSummary:
+        """Calls, tokens and cost of this chat so far, from the backend's ledger."""
+        return LedgerSummary.of(self._entries())
 
     def start(self) -> asyncio.Task[None]:
         """Open the backend and listen, in a background task on the running loop; returns at once.
@@ -212,7 +223,9 @@ class VoiceChat(ipywidgets.VBox):
             task.cancel()
         return task
 
-    def say(self, clip: Clip, *, realtime: bool | None = None) -> Any:
+    def say(
+        self, clip: Clip, *, realtime: bool | None = None
+    ) -> asyncio.Task[Clip | None] | Clip | None:
         """Speak ``clip`` into the recorder as if from the microphone (e.g. to talk over an answer).
 
         Returns what :meth:`Recorder.simulate` returns (a task when paced inside a loop).
@@ -220,8 +233,20 @@ class VoiceChat(ipywidgets.VBox):
         pace = self.recorder.realtime if realtime is None else realtime
         return self.recorder.simulate(clip, realtime=pace)
 
+    def send_frame(self, image: Any) -> None:
+        """Camera frames for visual questions are not wired into VoiceChat yet."""
+        raise NotImplementedError(
+            "VoiceChat does not send camera frames yet: call the backend directly — "
+            "Dialog.ask_about_image(image) / Dialog.send_frame(image) (video=True), or "
+            "OmniRealtime.send_image(jpeg) after some audio of the turn"
+        )
+
     async def wait_turns(self, n: int = 1, timeout: float = 60.0) -> list[Turn]:
-        """Wait until ``n`` turns have finished (at most ``timeout`` seconds); returns them."""
+        """Wait until ``n`` turns have finished (at most ``timeout`` seconds); returns them.
+
+        Raises what went wrong if the session fails or a take fails meanwhile, and
+        :class:`~nbtoolkit.errors.ConnectionLost` when the time is up.
+        """
         await self._wait(lambda: len(self.turns) >= n, timeout, f"{n} turn(s)")
         return self.turns[:n]
 
@@ -255,11 +280,14 @@ class VoiceChat(ipywidgets.VBox):
         if self._changed is None:
             raise ConfigError("The chat is not started", "call chat.start() first")
         changed = self._changed
+        failures = len(self.failures)
 
         async def until() -> None:
             while not done():
                 if self.error is not None:
                     raise self.error
+                if len(self.failures) > failures:  # a take failed while we waited: say why
+                    raise self.failures[-1]
                 if self._task is None or self._task.done():
                     raise ConnectionLost(
                         f"The voice chat ended before {what}", "call chat.start() again"
@@ -270,8 +298,10 @@ class VoiceChat(ipywidgets.VBox):
         try:
             await asyncio.wait_for(until(), timeout)
         except (TimeoutError, asyncio.TimeoutError):
+            last = f"; last failure: {self.failures[-1]}" if self.failures else ""
             raise ConnectionLost(
-                f"No {what} within {timeout:g} s (state {self.state}, {len(self.turns)} turn(s))",
+                f"No {what} within {timeout:g} s (state {self.state}, "
+                f"{len(self.turns)} turn(s){last})",
                 "speak (or check the microphone), or wait longer with a larger timeout",
             ) from None
 
@@ -362,14 +392,17 @@ class VoiceChat(ipywidgets.VBox):
             f'padding:2px 10px;font-weight:600;font-size:12px">{self.state}</span>{extra}'
         )
 
+    def _entries(self) -> list[LedgerEntry]:
+        return self._bridge.ledger.entries[self._ledger_start :]
+
     def _render_usage(self) -> None:
-        entries = self._bridge.ledger.entries[self._ledger_start :]
+        entries = self._entries()
         summary = LedgerSummary.of(entries)
         usage = summary.usage
         offline = bool(entries) and all(e.offline for e in entries)
         cost = pricing.OFFLINE_LABEL if offline else summary.cost_label()
         self._usage_line.value = (
-            f'<span class="nbtk-usage" style="color:#555;font-size:12px">'
+            f'<span class="nbtk-usage" style="color:#555;font-size:12px;margin-left:10px">'
             f"{summary.calls} call(s) · in {usage.input_tokens} tokens "
             f"(audio {usage.input_audio}) · out {usage.output_tokens} tokens "
             f"(audio {usage.output_audio}) · cost {html.escape(cost)}</span>"
@@ -621,14 +654,24 @@ class _TakeBridge(_Bridge):
         self.takes.put_nowait(take)
 
     async def run(self) -> None:
+        chat = self.chat
         while True:
             take = await self.takes.get()
-            self.chat._set_state(THINKING)
-            self.chat._mark("client", "take", seconds=round(take.duration, 3))
-            turn = await self.answer(take)
-            self.chat.player.finish()
-            self.chat._add_turn(turn)
-            self.chat._set_state(LISTENING)
+            chat._set_state(THINKING)
+            chat._mark("client", "take", seconds=round(take.duration, 3))
+            try:
+                turn = await self.answer(take)
+            except NbToolkitError as exc:
+                # one failed take (too short, refused, timed out) need not end the conversation
+                chat.failures.append(exc)
+                partial = getattr(exc, "partial", None)
+                if isinstance(partial, Turn):
+                    chat._add_turn(partial)
+                chat._set_state(LISTENING, str(exc))
+                continue
+            chat.player.finish()
+            chat._add_turn(turn)
+            chat._set_state(LISTENING)
 
     async def answer(self, take: Clip) -> Turn:
         raise NotImplementedError

@@ -73,7 +73,8 @@ def test_omni_server_vad_turn_answers_two_in_text_and_in_the_player(
     # the ledger recorded the turn and the usage line shows it
     (entry,) = ledger.entries
     assert entry.usage.output_audio > 0 and entry.offline
-    assert "1 call(s)" in chat._usage_line.value and "offline" in chat._usage_line.value
+    assert chat.usage.calls == 1 and chat.usage.usage.output_audio == entry.usage.output_audio
+    assert "offline (no charge)" in chat.children[0].children[1].value  # the usage line
     names = [e.name for e in chat.timeline]
     assert names.index("speech_started") < names.index("first_audio") < names.index("response.done")
 
@@ -166,6 +167,28 @@ def test_dialog_turn_answers_two_and_plays_it(
     assert len(ledger.entries) == 1
 
 
+def test_a_failed_take_is_shown_and_the_chat_keeps_listening(server: Any, question: Clip) -> None:
+    async def main() -> VoiceChat:
+        dialog = Dialog(server.endpoints, mode="duplex", ledger=Ledger())
+        chat = VoiceChat(dialog, source=Clip.silence(1.0, 16000), realtime=False)
+        chat.start()
+        try:
+            with pytest.raises(AudioError, match="heard no speech"):
+                await chat.wait_turns(1, timeout=timeout(10))
+            assert chat.state == LISTENING and chat.running
+            chat.say(question, realtime=False)
+            await chat.wait_turns(1, timeout=timeout(40))
+        finally:
+            await finish(chat)
+        return chat
+
+    chat = run(main())
+    (failure,) = chat.failures
+    assert isinstance(failure, AudioError)
+    (turn,) = chat.turns
+    assert "two" in turn.text.lower()
+
+
 def test_qwen_audio_turn_answers_in_text_and_says_it_only_with_tts(
     server: Any, engine: Any, question: Clip
 ) -> None:
@@ -183,9 +206,9 @@ def test_qwen_audio_turn_answers_in_text_and_says_it_only_with_tts(
     (turn,) = quiet.turns
     assert "two" in turn.text.lower()
     assert quiet.player.played_clip is None
-    assert "text only" in quiet._notice.value
+    assert "text only" in quiet.notice
     spoken = run(main(True))
-    assert "eSpeak" in spoken._notice.value
+    assert "eSpeak" in spoken.notice
     played = spoken.player.played_clip
     assert played is not None and "two" in heard_in(engine, played)
 

@@ -102,6 +102,8 @@ class AsrResult:
     domain_text: str | None
     open_text: str | None
     seconds: float
+    #: the open hypothesis' score per speech frame (same units), when the open LM ran
+    open_score: float | None = None
 
 
 def word_errors(ref: str, hyp: str) -> int:
@@ -135,7 +137,10 @@ def speech_frames(pcm16k: np.ndarray, limit: int = MIN_SPEECH_FRAMES) -> int:
     return count
 
 
-def _to16k(pcm: np.ndarray, rate: int) -> np.ndarray:
+def _to16k(pcm: Any, rate: int) -> np.ndarray:
+    if isinstance(pcm, (bytes, bytearray, memoryview)):
+        raw = bytes(pcm)
+        pcm = np.frombuffer(raw[: len(raw) // 2 * 2], dtype="<i2")
     pcm = np.asarray(pcm)
     if pcm.dtype != np.int16:
         if pcm.dtype.kind == "f":
@@ -284,15 +289,26 @@ class Recognizer:
             return AsrResult("", "none", None, None, None, time.perf_counter() - t0)
 
         def done(
-            text: str, source: str, conf: float | None, dom: str | None, opn: str | None
+            text: str,
+            source: str,
+            conf: float | None,
+            dom: str | None,
+            opn: str | None,
+            open_score: float | None = None,
         ) -> AsrResult:
             return AsrResult(
-                text, source if text else "none", conf, dom, opn, time.perf_counter() - t0
+                text,
+                source if text else "none",
+                conf,
+                dom,
+                opn,
+                time.perf_counter() - t0,
+                open_score,
             )
 
         if mode == "open":
-            text, _ = self._open_decoder().decode(audio)
-            return done(text, "open", None, None, text)
+            text, score = self._open_decoder().decode(audio)
+            return done(text, "open", None, None, text, score)
         dom, conf = self._domain_decoder().decode(audio)
         if mode == "domain":
             return done(dom, "domain", conf, dom, None)
@@ -303,5 +319,5 @@ class Recognizer:
             fits = conf >= FLOOR_SCORE and (open_score is None or conf - open_score >= MARGIN)
             agrees = word_errors(dom, opn) <= AGREE_WER * len(dom.split())
             if fits or agrees:
-                return done(dom, "domain", conf, dom, opn)
-        return done(opn, "open", conf, dom, opn)
+                return done(dom, "domain", conf, dom, opn, open_score)
+        return done(opn, "open", conf, dom, opn, open_score)
