@@ -742,6 +742,7 @@ class _DialogBridge(_TakeBridge):
     def _audio(self, clip: Clip) -> None:
         if self.chat.state != RESPONDING:
             self.chat._mark("audio-out", "first_audio")
+            self.chat._set_state(RESPONDING)
         self.chat.player.feed(clip.to_pcm(), clip.rate)
 
     def _state(self, state: str) -> None:

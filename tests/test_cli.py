@@ -70,7 +70,7 @@ def test_serve_prints_urls_and_token_answers_one_request_and_stops_on_sigterm() 
             headers={"Authorization": f"Bearer {env['DASHSCOPE_API_KEY']}"},
             timeout=timeout(60),
         )
-        assert ok.status_code == 200 and ok.text.rstrip().endswith("data:[DONE]")
+        assert ok.status_code == 200 and ok.text.rstrip().endswith("data: [DONE]")
         assert '"transcript":' in ok.text and "two" in ok.text.lower()
         refused = httpx.post(agora.group(1), json=body, timeout=timeout(10))
         assert refused.status_code == 401
