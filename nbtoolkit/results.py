@@ -167,12 +167,18 @@ class Usage:
 
 # Event names the latency figures and spans understand. Backends mark server events by their
 # protocol type (e.g. "response.audio.delta") and their own moments by the short names.
-SPEECH_STARTED = ("speech_started", "input_audio_buffer.speech_started")
-SPEECH_STOPPED = ("speech_stopped", "input_audio_buffer.speech_stopped")
-REQUEST = ("request", "response.create")  # the client asked for an answer
-FIRST_TOKEN = ("first_token", "response.audio_transcript.delta", "response.text.delta")
+# Each tuple: our generic name, the realtime protocol's event, then the dialog protocol's.
+SPEECH_STARTED = ("speech_started", "input_audio_buffer.speech_started", "SpeechStarted")
+SPEECH_STOPPED = ("speech_stopped", "input_audio_buffer.speech_stopped", "SpeechEnded")
+REQUEST = ("request", "response.create", "StopSpeech", "RequestToRespond")  # answer requested
+FIRST_TOKEN = (
+    "first_token",
+    "response.audio_transcript.delta",
+    "response.text.delta",
+    "RespondingContent",
+)
 FIRST_AUDIO = ("first_audio", "response.audio.delta")
-DONE = ("done", "response.done")
+DONE = ("done", "response.done", "RespondingEnded")
 
 #: name -> (start event names, end event names); each figure runs from the first start event to
 #: the first end event at or after it (so on a multi-turn timeline, the first turn's figure).

@@ -172,12 +172,20 @@ def domain_grammar() -> str:
         "(" + t.format(a="<num>", op="<op>", b="<num>") + ")" for t in _ARITHMETIC_TEMPLATES
     )
     fixed = " | ".join(f"({p})" for p in COMMAND_PHRASES)
+    # The responder's own spoken answers ("one plus one equals two", "… equals minus six",
+    # "… equals about zero point three three") are in the grammar too, so that transcribing the
+    # engine's reply audio gives back its words.
+    digits = " | ".join(_UNITS[1:10])
     return (
         "#JSGF V1.0;\n"
         "grammar nbtoolkit;\n"
         f"<num> = {' | '.join(NUMBER_WORDS)};\n"
         f"<op> = {' | '.join(_SPOKEN_OPS)};\n"
-        f"public <utterance> = {arith} | {fixed};\n"
+        f"<digit> = zero | {digits};\n"
+        f"<under100> = {' | '.join(_UNITS)} | ({' | '.join(_TENS)}) [{digits}];\n"
+        "<whole> = <under100> | (" + digits + ") hundred [and <under100>];\n"
+        "<result> = [about] [minus] <whole> [point <digit> [<digit>]];\n"
+        f"public <utterance> = {arith} | (<num> <op> <num> equals <result>) | {fixed};\n"
     )
 
 
