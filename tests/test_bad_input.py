@@ -19,7 +19,6 @@ import pytest
 from conftest import timeout
 from websockets.sync.client import ClientConnection, connect
 
-from nbtoolkit.audio import Clip
 from nbtoolkit.errors import AudioError
 from nbtoolkit.widgets import Player, Recorder
 
@@ -155,7 +154,7 @@ def test_bad_realtime_frames_get_error_events_and_the_audio_before_them_is_still
             "base64",
         ),
         (
-            json.dumps({"type": "input_audio_buffer.append", "audio": "AAA="}),
+            json.dumps({"type": "input_audio_buffer.append", "audio": "AA=="}),
             "invalid_value",
             "even",
         ),
@@ -353,17 +352,11 @@ def test_player_refuses_half_a_sample_and_keeps_what_it_was_fed() -> None:
     player = Player()
     try:
         player.feed(np.full(2400, 5, np.int16).tobytes())
-        with pytest.raises(AudioError) as info:
-            player.feed(b"\x01\x02\x03")
-        assert info.value.fix
-        assert player.played is not None and len(player.played.to_pcm()) == 4800
+        for bad, words in ((b"\x01\x02\x03", "even number"), (b"\x01\x02", "between 1000")):
+            with pytest.raises(AudioError, match=words) as info:
+                player.feed(bad, rate=7 if len(bad) == 2 else None)
+            assert info.value.fix
+        played = player.played_clip
+        assert played is not None and played.to_pcm() == np.full(2400, 5, np.int16).tobytes()
     finally:
         player.close()
-
-
-def test_clip_of_noise_bytes_in_a_wav_name_is_refused_before_any_request(tmp_path: Any) -> None:
-    fake = tmp_path / "question.wav"
-    fake.write_bytes(np.random.default_rng(3).bytes(5000))
-    with pytest.raises(AudioError) as info:
-        Clip.load(fake)
-    assert "not audio" in str(info.value) and info.value.fix

@@ -172,21 +172,30 @@ def domain_grammar() -> str:
         "(" + t.format(a="<num>", op="<op>", b="<num>") + ")" for t in _ARITHMETIC_TEMPLATES
     )
     fixed = " | ".join(f"({p})" for p in COMMAND_PHRASES)
-    # The responder's own spoken answers ("one plus one equals two", "… equals minus six",
-    # "… equals about zero point three three") are in the grammar too, so that transcribing the
-    # engine's reply audio gives back its words.
-    digits = " | ".join(_UNITS[1:10])
+    # The responder's own spoken answers ("one plus one equals two", "… equals minus six") are in the
+    # grammar too, so transcribing the engine's reply audio gives back its words. Only the *correct*
+    # answers: a free "<num> <op> <num> equals <any number>" rule also matches digit strings such as
+    # "two nine three four zero" and steals them from the open vocabulary.
+    answers = " | ".join(f"({a})" for a in _spoken_answers())
     return (
         "#JSGF V1.0;\n"
         "grammar nbtoolkit;\n"
         f"<num> = {' | '.join(NUMBER_WORDS)};\n"
         f"<op> = {' | '.join(_SPOKEN_OPS)};\n"
-        f"<digit> = zero | {digits};\n"
-        f"<under100> = {' | '.join(_UNITS)} | ({' | '.join(_TENS)}) [{digits}];\n"
-        "<whole> = <under100> | (" + digits + ") hundred [and <under100>];\n"
-        "<result> = [about] [minus] <whole> [point <digit> [<digit>]];\n"
-        f"public <utterance> = {arith} | (<num> <op> <num> equals <result>) | {fixed};\n"
+        f"public <utterance> = {arith} | {answers} | {fixed};\n"
     )
+
+
+def _spoken_answers() -> list[str]:
+    """Every answer the responder speaks to an in-grammar arithmetic question, in lower case."""
+    out = []
+    for a in NUMBER_WORDS:
+        for op in _SPOKEN_OPS:
+            for b in NUMBER_WORDS:
+                solved = solve_arithmetic(f"{a} {op} {b}")
+                if solved is not None and solved[1] is not None:
+                    out.append(" ".join(_tokens(solved[0])))
+    return out
 
 
 # --------------------------------------------------------------------------- numbers (English)
