@@ -48,7 +48,7 @@ test: setup system-deps lint typecheck notebooks-clean
 	NBTOOLKIT_HEADLESS=1 $(BIN)/python -m pytest -q tests --nbmake --nbmake-timeout=120 notebooks
 
 bench: setup
-	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 serve: setup
 	$(BIN)/nbtoolkit serve

@@ -284,3 +284,105 @@ def test_usage_is_counted_by_the_engine_rule_when_the_service_reports_none(serve
     usage = dialog(server, sample_rate=24000)._usage(answer)
     assert usage.input_audio > 0 and usage.input_text == 0
     assert usage.output_text > 0 and usage.output_audio > 0
+
+
+# ----------------------------------------------------------------------------- streaming
+def speech(engine: Any, text: str) -> Clip:
+    return Clip(engine.synthesize(text, rate=16000), 16000)
+
+
+def test_stream_reports_two_continuously_spoken_questions_as_two_turns(server, engine):
+    first = speech(engine, "one plus one equals what")
+    second = speech(engine, "two plus two equals what")
+    engine.transcribe(first.samples)  # loaded now, so the first answer fits in the pause
+    # one live microphone: speech, a pause long enough to be answered, speech again
+    mic = Clip.silence(0.3) + first + Clip.silence(3.0) + second
+    ledger, hooked = Ledger(), []
+    with dialog(server, mode="duplex", ledger=ledger, on_turn=hooked.append) as d:
+        with d.stream() as s:
+            s.send_audio(mic, pace=True)  # the stream's zero frames end the second utterance
+            one, two = s.next_turn(timeout(20)), s.next_turn(timeout(20))
+        assert d.speak("still here").text == "still here"  # the dialog outlives its stream
+    assert "plus" in words(one.heard) and "two" in words(one.text)
+    assert words(two.heard)[:2] == ["two", "plus"] and "four" in words(two.text)
+    assert [t.status for t in (one, two)] == ["completed", "completed"]
+    assert hooked == [one, two]
+    assert two.audio is not None and spoken_words(engine, two.audio)[:4] == ["two", "plus", "two", "equals"]
+    assert [e.kind for e in ledger.entries] == ["turn", "turn", "turn"]
+    assert all(e.usage.input_audio > 0 for e in ledger.entries[:2])
+
+
+def test_stream_barge_in_cancels_the_answer_and_flushes(server, engine, question):
+    responding = threading.Event()
+    flushes: list[str] = []
+    full = len(engine.synthesize(LONG_TEXT, rate=16000)) / 16000
+    with dialog(
+        server,
+        mode="duplex",
+        sample_rate=16000,
+        on_state=lambda state: state == "Responding" and responding.set(),
+        on_flush=lambda: flushes.append("flush"),
+    ) as d:
+        with d.stream() as s:
+            s.speak(LONG_TEXT)
+            assert responding.wait(timeout(20))
+            s.send_audio(Clip.silence(0.3) + question, pace=True)  # the user talks over it
+            cut, answer = s.next_turn(timeout(20)), s.next_turn(timeout(20))
+    assert cut.status == "cancelled" and cut.heard == ""
+    assert cut.audio is not None and cut.audio.duration < full
+    assert flushes == ["flush"]
+    assert answer.status == "completed" and "two" in words(answer.text)
+    assert "plus" in words(answer.heard)
+
+
+def test_stream_tap2talk_turn_ends_by_the_servers_vad(server, question):
+    with dialog(server, mode="tap2talk") as d, d.stream() as s:
+        s.start_speech()
+        s.send_audio(question)  # as fast as the socket takes it; zero frames follow
+        turn = s.next_turn(timeout(20))
+    assert "two" in words(turn.text) and turn.status == "completed"
+    assert "SendSpeech" in [e.name for e in turn.timeline if e.lane == "client"]
+
+
+def test_stream_end_of_silent_input_raises_audio_error_and_streaming_goes_on(server, question):
+    with dialog(server, mode="duplex") as d, d.stream() as s:
+        s.send_audio(Clip.silence(1.0))
+        s.end_of_input()
+        with pytest.raises(AudioError, match="heard no speech"):
+            s.next_turn(timeout(10))
+        s.send_audio(question)
+        s.end_of_input()
+        turn = s.next_turn(timeout(20))
+    assert "two" in words(turn.text)
+
+
+def test_stream_ask_about_an_image_is_answered_as_a_turn(server):
+    with dialog(server, mode="duplex") as d, d.stream() as s:
+        s.ask("what is in front of me", image=png((20, 220, 20)))
+        turn = s.next_turn(timeout(20))
+    assert "green" in words(turn.text) and turn.usage.input_image > 0
+
+
+def test_stream_drop_mid_answer_ends_it_with_the_partial_turn_recorded(faulty_server):
+    ledger = Ledger()
+    with dialog(faulty_server, mode="duplex", sample_rate=16000, ledger=ledger) as d:
+        with d.stream() as s:
+            faulty_server.faults = Faults(drop_after=_audio_frames_before_drop(LONG_TEXT, 3))
+            s.speak(LONG_TEXT)
+            with pytest.raises(ConnectionLost) as err:
+                s.next_turn(timeout(20))
+            with pytest.raises(ConnectionLost):
+                s.next_turn(timeout(5))  # the stream is over for good
+            assert s.closed
+    partial = err.value.partial
+    assert partial.text == LONG_TEXT and partial.status == "failed"
+    assert partial.audio is not None and partial.audio.duration == pytest.approx(0.3)
+    assert [e.usage.output_audio > 0 for e in ledger.entries] == [True]
+
+
+def test_turn_calls_are_refused_while_a_stream_reads_the_answers(server, question):
+    with dialog(server, mode="duplex") as d, d.stream():
+        with pytest.raises(ConfigError, match="stream"):
+            d.say(question)
+        with pytest.raises(ConfigError, match="stream"):
+            d.stream()

@@ -621,10 +621,14 @@ class OmniRealtime:
         await self._send(ResponseCreate(response=response))
 
     async def cancel(self) -> bool:
-        """Stop the active response; False when none is active."""
+        """Stop the active response; False when none is active.
+
+        The cancel names that response: if the server has finished it meanwhile (its
+        ``response.done`` is on the way), the server refuses the cancel instead of stopping the
+        next response, and the refusal is ignored here."""
         if self._response_id is None:
             return False
-        event = ResponseCancel()
+        event = ResponseCancel(response_id=self._response_id)
         self._cancel_ids.add(event.event_id)
         await self._send(event)
         return True
@@ -664,15 +668,15 @@ class OmniRealtime:
             raise ConnectionLost(
                 f"No complete answer within {self.turn_timeout:.0f} s",
                 "what arrived is in .partial; raise turn_timeout for long answers",
-                partial=self._turn(collector, timeline, "failed"),
+                partial=self.make_turn(collector, timeline, "failed"),
             ) from None
         except BackendError as exc:
             if exc.partial is None:
-                exc.partial = self._turn(collector, timeline, "failed")
+                exc.partial = self.make_turn(collector, timeline, "failed")
             raise
         finally:
             self._turn_tl = None
-        return self._turn(collector, timeline, None)
+        return self.make_turn(collector, timeline, None)
 
     def _drain(self) -> None:
         """Forget events left from before this exchange (they are on the session timeline)."""
@@ -721,14 +725,19 @@ class OmniRealtime:
     def _usage(self, usage: dict[str, Any] | None) -> Usage:
         return Usage.from_dashscope(usage, model=self.model, local=self.endpoints.local)
 
-    def _turn(self, c: TurnCollector, timeline: Timeline, status: str | None) -> Turn:
+    def make_turn(
+        self, c: TurnCollector, timeline: Timeline | None = None, status: str | None = None
+    ) -> Turn:
+        """The :class:`~nbtoolkit.results.Turn` of what ``c`` collected (for clients that fold
+        the events themselves, e.g. ``async for event in rt``); ``status`` overrides the
+        collector's ("failed" if the response never finished)."""
         audio = Clip.from_pcm(bytes(c.audio), OUTPUT_RATE) if len(c.audio) >= 2 else None
         return Turn(
             heard=c.heard,
             text=c.text,
             audio=audio,
             usage=self._usage(c.usage),
-            timeline=timeline,
+            timeline=timeline if timeline is not None else Timeline(),
             status=status or c.status or "failed",
             request_id=c.response_id,
             model=self.model,

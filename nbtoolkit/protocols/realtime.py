@@ -194,7 +194,17 @@ class ResponseCreate(RealtimeEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class ResponseCancel(RealtimeEvent):
+    """``response_id`` (optional, as in OpenAI's realtime API) names the response to stop, so a
+    cancel that crosses that response's ``response.done`` cannot stop the next one."""
+
     type: ClassVar[str] = "response.cancel"
+    response_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.response_id is None:
+            del out["response_id"]  # the documented frame has no such key
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -750,9 +760,12 @@ class RealtimeSession:
             spec = event.response if isinstance(event.response, dict) else {}
             return self.begin_response(spec.get("instructions"), spec.get("modalities"))
         if isinstance(event, ResponseCancel):
-            if self.response is None:
+            if self.response is None or event.response_id not in (None, self.response.id):
                 raise _Refused(
-                    "response_cancel_not_active", "There is no active response to cancel"
+                    "response_cancel_not_active",
+                    f"Response {event.response_id} has finished; nothing was cancelled"
+                    if self.response is not None
+                    else "There is no active response to cancel",
                 )
             return self._cancel("client_cancelled")
         if isinstance(event, ConversationItemCreate):
