@@ -27,7 +27,9 @@ def main(paths: list[str]) -> int:
     bad = 0
     for p in paths:
         for problem in problems(Path(p)):
-            print(f"{p}: {problem} — clear it (Jupyter: Edit > Clear Outputs of All Cells, then save)")
+            print(
+                f"{p}: {problem} — clear it (Jupyter: Edit > Clear Outputs of All Cells, then save)"
+            )
             bad += 1
     return 1 if bad else 0
 

@@ -300,7 +300,9 @@ def test_wrong_token_is_refused(server: Any) -> None:
 
     async def attempt() -> None:
         url = f"{server.endpoints.realtime_url}?model={MODEL}"
-        async with connect(url, additional_headers={"Authorization": "Bearer nope"}, proxy=None) as ws:
+        async with connect(
+            url, additional_headers={"Authorization": "Bearer nope"}, proxy=None
+        ) as ws:
             await asyncio.wait_for(ws.recv(), timeout(10))
 
     with pytest.raises(ConnectionClosed) as info:
