@@ -179,9 +179,14 @@ def decode(
         # downmix scales each channel by 1/√2, so the two would disagree)
         resampler = av.AudioResampler(format="fltp", rate=stream.rate or None)
         total = 0
+        parts_converted = False  # once the converter holds samples, every frame must go through it
         try:
             for frame in chain(container.decode(stream), [None]):
-                for out in resampler.resample(frame):
+                # Opus, AAC, MP3 and Vorbis decoders already give planar float: skip the converter
+                direct = frame is not None and frame.format.name == "fltp" and not parts_converted
+                outs = [frame] if direct else resampler.resample(frame)
+                parts_converted = parts_converted or not direct
+                for out in outs:
                     rate = out.sample_rate
                     total += out.samples
                     if total > max_seconds * rate:
@@ -190,10 +195,10 @@ def decode(
                             "cut it into parts (e.g. ffmpeg -ss/-t), or pass max_seconds= to "
                             "nbtoolkit.audio.decode()",
                         )
-                    parts.append(out.to_ndarray().mean(axis=0, dtype=np.float32))
+                    parts.append(out.to_ndarray())
         except (av.error.FFmpegError, ValueError, EOFError) as exc:
             failure = f"{type(exc).__name__}: {exc}"
-    got = sum(p.size for p in parts) / rate if rate else 0.0
+    got = sum(p.shape[-1] for p in parts) / rate if rate else 0.0
     if not parts or got == 0:
         if failure:
             raise _not_audio(name, data, failure)
@@ -203,7 +208,7 @@ def decode(
             raise _truncated(name, got, declared, failure)
         if declared and got < declared - _TRUNCATION_TOLERANCE_S:
             raise _truncated(name, got, declared, "the rest of the file is missing")
-    samples = np.concatenate(parts)
+    samples = np.concatenate(parts, axis=-1).mean(axis=0, dtype=np.float32)
     if not np.all(np.isfinite(samples)):
         raise AudioError(f"{name} decoded to NaN/inf samples", "re-encode the file")
     # decoders may overshoot full scale slightly (MP3, float WAV); that is loud audio, not an error
