@@ -66,6 +66,9 @@ class Stats:
     """What one session saw."""
 
     utterances_sent: int = 0
+    appends_planned: int = 0
+    appends_sent: int = 0
+    dropped: str = ""  # why the connection ended early, if it did
     speech_stopped: list[int] = field(default_factory=list)  # server audio_end_ms
     heard: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -89,29 +92,47 @@ def question_pcm() -> tuple[bytes, int]:
 
 
 async def session(
-    url: str, token: str, period: bytes, turn_ms: int, seconds: float, delay: float, drain: float
+    url: str,
+    token: str,
+    period: bytes,
+    turn_ms: int,
+    seconds: float,
+    delay: float,
+    drain: float,
+    ping: float | None,
 ) -> Stats:
     """One realtime session: stream ``seconds`` of the repeating period, then drain answers."""
     stats = Stats()
     await asyncio.sleep(delay)
     headers = {"Authorization": f"Bearer {token}"}
-    async with connect(url, additional_headers=headers, max_size=2**24, proxy=None) as ws:
+    async with connect(
+        url,
+        additional_headers=headers,
+        max_size=2**24,
+        proxy=None,
+        ping_interval=ping,
+        ping_timeout=ping,
+    ) as ws:
         created = json.loads(await asyncio.wait_for(ws.recv(), 30))
         assert created["type"] == "session.created", created
         receiver = asyncio.create_task(_receive(ws, stats))
         chunks = [period[i : i + CHUNK_BYTES] for i in range(0, len(period), CHUNK_BYTES)]
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        total = int(seconds * 1000 / CHUNK_MS)
-        for i in range(total):  # bounded: exactly `seconds` of audio
-            await asyncio.sleep(max(0.0, t0 + i * CHUNK_MS / 1000 - loop.time()))
-            if i % len(chunks) == 0 and (total - i) * CHUNK_MS >= turn_ms:
-                stats.utterances_sent += 1  # the question and the silence that ends it will go out
-            audio = base64.b64encode(chunks[i % len(chunks)]).decode()
-            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
-        # let the last answers finish (bounded), then end the session
-        await asyncio.sleep(drain)
-        await ws.send(json.dumps({"type": "session.finish"}))
+        total = stats.appends_planned = int(seconds * 1000 / CHUNK_MS)
+        try:
+            for i in range(total):  # bounded: exactly `seconds` of audio
+                await asyncio.sleep(max(0.0, t0 + i * CHUNK_MS / 1000 - loop.time()))
+                if i % len(chunks) == 0 and (total - i) * CHUNK_MS >= turn_ms:
+                    stats.utterances_sent += 1  # the question and its ending silence will go out
+                audio = base64.b64encode(chunks[i % len(chunks)]).decode()
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+                stats.appends_sent += 1
+            # let the last answers finish (bounded), then end the session
+            await asyncio.sleep(drain)
+            await ws.send(json.dumps({"type": "session.finish"}))
+        except ConnectionClosed as exc:
+            stats.dropped = str(exc)
         try:
             await asyncio.wait_for(receiver, 30)
         except TimeoutError:
@@ -213,13 +234,22 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run(
-    url: str, token: str, sessions: int, seconds: float, period: bytes, turn_ms: int
+    url: str,
+    token: str,
+    sessions: int,
+    seconds: float,
+    period: bytes,
+    turn_ms: int,
+    ping: float | None,
 ) -> list[Stats]:
     period_s = len(period) / 2 / RATE
     spread = [i * period_s / sessions for i in range(sessions)]
     return list(
         await asyncio.gather(
-            *(session(url, token, period, turn_ms, seconds, d, drain=period_s) for d in spread)
+            *(
+                session(url, token, period, turn_ms, seconds, d, drain=period_s, ping=ping)
+                for d in spread
+            )
         )
     )
 
@@ -229,6 +259,8 @@ def summary(name: str, all_stats: list[Stats], period_ms: int) -> dict[str, Any]
     row = {
         "run": name,
         "sessions": len(all_stats),
+        "sessions dropped": sum(bool(s.dropped) for s in all_stats),
+        "appends not sent (drop)": sum(s.appends_planned - s.appends_sent for s in all_stats),
         "utterances sent": sum(s.utterances_sent for s in all_stats),
         "turns ended by VAD": sum(len(s.speech_stopped) for s in all_stats),
         "heard 'plus'": sum(s.heard for s in all_stats),
@@ -242,8 +274,9 @@ def summary(name: str, all_stats: list[Stats], period_ms: int) -> dict[str, Any]
         "first audio p95 s": pct(lat, 95),
     }
     for s in all_stats:
-        for err in s.errors[:3]:
-            print(f"  {name}: {err}")
+        for err in [s.dropped, *s.errors][:3]:
+            if err:
+                print(f"  {name}: {err}")
     return row
 
 
@@ -251,10 +284,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--ping",
+        type=float,
+        default=20.0,
+        help="client keepalive ping interval and timeout in s, as OmniRealtime's default (0: off)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.sessions <= 200 or not 1 <= args.seconds <= 3600:
         parser.error("use 1…200 sessions and 1…3600 seconds")
 
+    ping = args.ping or None
     period, speech_ms = question_pcm()
     period_ms = len(period) * 1000 // (2 * RATE)
     # lead-in silence + question + the VAD's 800 ms of silence + one chunk of slack
@@ -265,12 +305,14 @@ def main(argv: list[str] | None = None) -> int:
         rss0 = rss_mb(proc.pid)
         print(f"period {period_ms} ms (question {speech_ms} ms); server RSS {rss0:.0f} MB")
         t = time.monotonic()
-        one_stats = asyncio.run(run(url, token, 1, args.seconds, period, turn_ms))
+        one_stats = asyncio.run(run(url, token, 1, args.seconds, period, turn_ms, ping))
         one = summary("1 session", one_stats, period_ms)
         rss_one = rss_mb(proc.pid)
         print(f"  1 session done in {time.monotonic() - t:.0f} s; server RSS {rss_one:.0f} MB")
         t = time.monotonic()
-        many_stats = asyncio.run(run(url, token, args.sessions, args.seconds, period, turn_ms))
+        many_stats = asyncio.run(
+            run(url, token, args.sessions, args.seconds, period, turn_ms, ping)
+        )
         many = summary(f"{args.sessions} sessions", many_stats, period_ms)
         print(f"  {args.sessions} sessions done in {time.monotonic() - t:.0f} s")
         rss1 = rss_mb(proc.pid)
@@ -291,7 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         f"server RSS: {rss0:.0f} MB idle, {rss_one:.0f} MB after 1 session (engine loaded), "
         f"{rss1:.0f} MB after {many['run']}"
     )
-    lost = many["appends lost"] + many["audio frames lost"] + one["appends lost"]
+    lost = sum(
+        run[key]
+        for run in (one, many)
+        for key in ("appends lost", "audio frames lost", "appends not sent (drop)")
+    )
     print("frames lost: " + ("0 (goal met)" if lost == 0 else f"{lost} (goal is 0)"))
     return 0 if lost == 0 else 1
 

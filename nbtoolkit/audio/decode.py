@@ -183,9 +183,11 @@ def decode(
         try:
             for frame in chain(container.decode(stream), [None]):
                 # Opus, AAC, MP3 and Vorbis decoders already give planar float: skip the converter
-                direct = frame is not None and frame.format.name == "fltp" and not parts_converted
-                outs = [frame] if direct else resampler.resample(frame)
-                parts_converted = parts_converted or not direct
+                if frame is not None and frame.format.name == "fltp" and not parts_converted:
+                    outs = [frame]
+                else:
+                    outs = resampler.resample(frame)
+                    parts_converted = True
                 for out in outs:
                     rate = out.sample_rate
                     total += out.samples

@@ -7,16 +7,22 @@ arrives (so a page reload or kernel restart loses nothing already captured), han
 
 Only small state is synced (status, level, elapsed, error, options, the file path): saved widget
 state ends up in the notebook file, so audio never goes into a trait.
+
+With ``camera=True`` the view also has a Snapshot button: the browser grabs a camera frame as JPEG
+and sends it as a custom message (``await rec.snapshot()`` asks for one from the kernel); headless,
+the frames come from a given list of images.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import itertools
 import logging
 import os
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +32,7 @@ import numpy as np
 import traitlets
 
 from nbtoolkit.audio import Clip
-from nbtoolkit.errors import AudioError
+from nbtoolkit.errors import AudioError, ImageError
 
 __all__ = ["RATE", "Recorder", "clip_from_ipywebrtc", "is_headless"]
 
@@ -39,6 +45,8 @@ _DEFAULT_DIR = Path("~/.cache/nbtoolkit/recordings")
 _WAV_HEADER_BYTES = 44
 
 ChunkCallback = Callable[[bytes], Any]
+FrameCallback = Callable[[bytes], Any]
+_JPEG = b"\xff\xd8\xff"
 
 
 def is_headless() -> bool:
@@ -101,6 +109,11 @@ class Recorder(anywidget.AnyWidget):
         Feed ``source`` at real-time pace (True) or as fast as possible (False).
     save_dir:
         Where recordings are written as they arrive (default ``~/.cache/nbtoolkit/recordings``).
+    camera:
+        Show a Snapshot button that grabs a JPEG from the browser's camera (see :meth:`snapshot`).
+    frames:
+        Images (JPEG/PNG bytes, paths or PIL images) that stand in for the camera: each
+        :meth:`snapshot` takes the next, and the last one repeats (headless runs, demos).
 
     Use ``rec.on_chunk(callback)`` or ``async for pcm in rec.stream()`` for the live chunks,
     ``rec.clip`` for the last finished recording and ``rec.clips`` for all of them.
@@ -119,6 +132,7 @@ class Recorder(anywidget.AnyWidget):
     echo_cancellation = traitlets.Bool(False).tag(sync=True)
     noise_suppression = traitlets.Bool(False).tag(sync=True)
     auto_gain_control = traitlets.Bool(False).tag(sync=True)
+    camera = traitlets.Bool(False).tag(sync=True)
 
     def __init__(
         self,
@@ -126,6 +140,7 @@ class Recorder(anywidget.AnyWidget):
         *,
         realtime: bool = True,
         save_dir: str | Path | None = None,
+        frames: Iterable[Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(simulated=source is not None, **kwargs)
@@ -145,6 +160,15 @@ class Recorder(anywidget.AnyWidget):
         self._last_seq = -1
         self._views_ready = 0
         self._sim_task: asyncio.Task[Clip | None] | None = None
+        self.frames: list[bytes] | None = None
+        if frames is not None:
+            self.frames = [_jpeg(image) for image in frames]
+            if not self.frames:
+                raise ImageError("frames= is empty", "pass at least one image, or leave it out")
+        self._frame_index = 0
+        self._frame_callbacks: list[FrameCallback] = []
+        self._frame_ids = itertools.count(1)
+        self._frame_waiters: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[bytes]]] = {}
         self.on_msg(self._on_custom_msg)
         self.observe(self._on_error, names="error")
 
@@ -177,6 +201,43 @@ class Recorder(anywidget.AnyWidget):
                 yield pcm
         finally:
             self._streams.remove(entry)
+
+    def on_snapshot(self, callback: FrameCallback, remove: bool = False) -> None:
+        """Call ``callback(jpeg_bytes)`` for every camera frame: the view's Snapshot button and
+        :meth:`snapshot` both deliver here."""
+        if remove:
+            self._frame_callbacks.remove(callback)
+        else:
+            self._frame_callbacks.append(callback)
+
+    async def snapshot(self, timeout: float = 10.0) -> bytes:
+        """One camera frame as JPEG bytes: the next of ``frames`` if given, else grabbed by the
+        browser view (``camera=True``; the camera opens on the first snapshot). Await it from a
+        background task or a cell: the view answers through a widget message."""
+        if self.frames is not None:
+            jpeg = self.frames[min(self._frame_index, len(self.frames) - 1)]
+            self._frame_index += 1
+            self._deliver_frame(jpeg)
+            return jpeg
+        if not self.camera or not self._views_ready:
+            raise ImageError(
+                "There is no camera to take a snapshot from",
+                "create the Recorder with camera=True and display it, or pass frames=[images]",
+            )
+        loop = asyncio.get_running_loop()
+        ident = next(self._frame_ids)
+        future: asyncio.Future[bytes] = loop.create_future()
+        self._frame_waiters[ident] = (loop, future)
+        self.send({"type": "snapshot", "id": ident})
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise ImageError(
+                f"The browser sent no camera frame within {timeout:g} s",
+                "allow the camera for this page, or pass frames=[images] to Recorder",
+            ) from None
+        finally:
+            self._frame_waiters.pop(ident, None)
 
     def start(self) -> asyncio.Task[Clip | None] | Clip | None:
         """Start recording: plays ``source`` if one was given, else asks the browser view to record.
@@ -296,8 +357,33 @@ class Recorder(anywidget.AnyWidget):
                 self._finish_take()
         elif kind == "record":
             self._on_record_pressed()
+        elif kind == "frame":
+            self._on_frame(content, buffers)
         else:
             log.debug("Recorder ignored message %r", kind)
+
+    def _on_frame(self, content: dict[str, Any], buffers: list[Any]) -> None:
+        waiter = self._frame_waiters.get(int(content.get("id") or 0))
+        jpeg = bytes(buffers[0]) if buffers else b""
+        if not jpeg.startswith(_JPEG):
+            problem = str(content.get("error") or "the browser sent no JPEG")
+            error = ImageError(f"The camera snapshot failed: {problem}", "allow the camera")
+            if waiter is not None:
+                waiter[0].call_soon_threadsafe(_settle, waiter[1], None, error)
+            else:
+                self.error = str(error)
+            return
+        if waiter is not None:
+            waiter[0].call_soon_threadsafe(_settle, waiter[1], jpeg, None)
+        else:  # the view's own Snapshot button: nobody asked, the callbacks get it
+            self._deliver_frame(jpeg)
+
+    def _deliver_frame(self, jpeg: bytes) -> None:
+        for callback in list(self._frame_callbacks):
+            try:
+                callback(jpeg)
+            except Exception:
+                log.exception("Recorder on_snapshot callback %r failed", callback)
 
     def _begin_take(self) -> None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
@@ -388,6 +474,41 @@ class Recorder(anywidget.AnyWidget):
             self.simulate(self.source, realtime=False)
             return
         self._sim_task = loop.create_task(self.asimulate(self.source, realtime=self.realtime))
+
+
+def _settle(future: asyncio.Future[bytes], jpeg: bytes | None, error: Exception | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert jpeg is not None
+        future.set_result(jpeg)
+
+
+def _jpeg(image: Any) -> bytes:
+    """JPEG bytes of a stand-in camera frame (JPEG/PNG bytes, a path or a PIL image)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, (str, Path)):
+        image = Path(image).expanduser().read_bytes()
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        raw = bytes(image)
+        if raw.startswith(_JPEG):
+            return raw
+        try:
+            image = Image.open(io.BytesIO(raw))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ImageError(
+                "A frame is not an image", "pass JPEG/PNG bytes or PIL images"
+            ) from exc
+    if not isinstance(image, Image.Image):
+        raise ImageError(
+            f"A {type(image).__name__} is not an image", "pass JPEG/PNG bytes or PIL images"
+        )
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, "JPEG", quality=85)
+    return buf.getvalue()
 
 
 def clip_from_ipywebrtc(audio_recorder: Any) -> Clip:
