@@ -30,6 +30,7 @@ import base64
 import io
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -960,14 +961,15 @@ class DialogStream:
 
     # ------------------------------------------------------------------ turns (caller's thread)
     def next_turn(self, timeout: float | None = None) -> Turn:
-        """The next finished turn (wait at most ``timeout`` seconds, default the dialog's).
+        """The next finished turn (wait at most ``timeout`` seconds, default the dialog's;
+        ``math.inf`` waits until a turn finishes or the stream is closed).
 
         Raises the failure of a turn (with ``partial``), ConnectionLost when the time is up, and,
         once the stream has ended, what ended it (ConnectionLost "closed" after :meth:`close`).
         """
         wait = self.dialog.timeout if timeout is None else timeout
         try:
-            item = self._results.get(timeout=wait)
+            item = self._results.get(timeout=None if math.isinf(wait) else wait)
         except queue.Empty:
             raise ConnectionLost(
                 f"No turn finished within {wait:g} s",

@@ -2,6 +2,8 @@
 // the kernel as binary custom messages: {type: "chunk", seq, t} + [ArrayBuffer].
 // Other messages to the kernel: {type: "ready"} on render, {type: "start", rate, t}, {type: "stop"},
 // and {type: "record"} (the Record button of a simulated Recorder). From the kernel: start / stop.
+// With the `camera` trait: a Snapshot button and {type: "snapshot", id} from the kernel both grab a
+// camera frame and send {type: "frame", id, width, height} + [JPEG ArrayBuffer] (or {.., error}).
 
 const OUT_RATE = 16000;
 
@@ -131,6 +133,59 @@ async function openCapture(ctx, stream, onBlock) {
   };
 }
 
+const SNAPSHOT_QUALITY = 0.8;
+
+// The camera for snapshots: opened on the first snapshot (not on render, so a displayed widget
+// does not switch the camera on), kept open and previewed until the view goes away.
+class Camera {
+  constructor(video) {
+    this.video = video;
+    this.stream = null;
+    this.opening = null;
+  }
+
+  async open() {
+    if (this.stream) return;
+    if (!this.opening) {
+      this.opening = (async () => {
+        if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) throw { name: "NoMediaDevices" };
+        const stream = await navigator.mediaDevices.getUserMedia({
+          video: { width: { ideal: 640 }, height: { ideal: 480 } },
+        });
+        this.video.srcObject = stream;
+        this.video.style.display = "inline-block";
+        await this.video.play().catch(() => {});
+        if (this.video.readyState < 2) {
+          await new Promise((resolve) => this.video.addEventListener("loadeddata", resolve, { once: true }));
+        }
+        this.stream = stream;
+      })().finally(() => {
+        this.opening = null;
+      });
+    }
+    await this.opening;
+  }
+
+  async grab() {
+    await this.open();
+    const { videoWidth: width, videoHeight: height } = this.video;
+    const canvas = document.createElement("canvas");
+    canvas.width = width;
+    canvas.height = height;
+    canvas.getContext("2d").drawImage(this.video, 0, 0, width, height);
+    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", SNAPSHOT_QUALITY));
+    if (!blob) throw { name: "EncodingError", message: "the browser could not encode a JPEG" };
+    return { width, height, buffer: await blob.arrayBuffer() };
+  }
+
+  close() {
+    if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
+    this.stream = null;
+    this.video.srcObject = null;
+    this.video.style.display = "none";
+  }
+}
+
 function formatTime(s) {
   const m = Math.floor(s / 60);
   const sec = (s - m * 60).toFixed(1).padStart(4, "0");
@@ -154,6 +209,13 @@ function render({ model, el: root }) {
   const canvas = el("canvas", "nbtk-wave", row);
   canvas.width = 240;
   canvas.height = 36;
+  const snap = el("button", "nbtk-snapshot", row);
+  snap.textContent = "📷 Snapshot";
+  const preview = el("video", "nbtk-camera", row);
+  preview.muted = true;
+  preview.playsInline = true;
+  preview.style.cssText = "display:none;height:48px;margin-left:6px;border-radius:4px";
+  const camera = new Camera(preview);
   const options = el("div", "nbtk-options", root);
   for (const [trait, label] of [
     ["echo_cancellation", "echo cancellation"],
@@ -192,7 +254,8 @@ function render({ model, el: root }) {
 
   function sync() {
     const status = model.get("status");
-    const recording = session !== null || (model.get("simulated") && status === "recording");
+    // a take simulated by the kernel (simulate()) records too, on a microphone Recorder as well
+    const recording = session !== null || status === "recording";
     button.textContent = recording ? "■ Stop" : "● Record";
     button.classList.toggle("nbtk-on", recording);
     time.textContent = formatTime(model.get("elapsed"));
@@ -203,7 +266,20 @@ function render({ model, el: root }) {
     const error = model.get("error");
     errorBox.textContent = error;
     errorBox.style.display = error ? "block" : "none";
+    snap.style.display = model.get("camera") ? "inline-block" : "none";
+    if (!model.get("camera")) camera.close();
   }
+
+  async function snapshot(id) {
+    try {
+      const { width, height, buffer } = await camera.grab();
+      model.send({ type: "frame", id, width, height, t: nowMs() }, undefined, [buffer]);
+    } catch (err) {
+      const name = (err && err.name) || "Error";
+      model.send({ type: "frame", id, error: `${name}: ${(err && err.message) || "no camera"}` });
+    }
+  }
+  snap.onclick = () => snapshot(0);
 
   function draw() {
     const g = canvas.getContext("2d");
@@ -323,21 +399,23 @@ function render({ model, el: root }) {
   }
 
   button.onclick = () => {
-    if (model.get("simulated") && model.get("status") === "recording") model.send({ type: "stop" });
-    else if (session) finish(null);
+    if (session) finish(null);
+    else if (model.get("status") === "recording") model.send({ type: "stop" }); // a kernel-side take
     else start();
   };
   const onMsg = (msg) => {
     if (msg && msg.type === "start") start();
     if (msg && msg.type === "stop") finish(null);
+    if (msg && msg.type === "snapshot") snapshot(msg.id);
   };
   model.on("msg:custom", onMsg);
-  const events = "change:status change:elapsed change:level change:error change:path";
+  const events = "change:status change:elapsed change:level change:error change:path change:camera";
   model.on(events, sync);
   sync();
   model.send({ type: "ready" });
   return () => {
     finish(null);
+    camera.close();
     model.off("msg:custom", onMsg);
     model.off(events, sync);
   };

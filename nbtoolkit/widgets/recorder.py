@@ -203,8 +203,8 @@ class Recorder(anywidget.AnyWidget):
             self._streams.remove(entry)
 
     def on_snapshot(self, callback: FrameCallback, remove: bool = False) -> None:
-        """Call ``callback(jpeg_bytes)`` for every camera frame: the view's Snapshot button and
-        :meth:`snapshot` both deliver here."""
+        """Call ``callback(jpeg_bytes)`` for each frame of the view's Snapshot button (frames
+        asked for with :meth:`snapshot` go to the caller instead)."""
         if remove:
             self._frame_callbacks.remove(callback)
         else:
@@ -217,7 +217,6 @@ class Recorder(anywidget.AnyWidget):
         if self.frames is not None:
             jpeg = self.frames[min(self._frame_index, len(self.frames) - 1)]
             self._frame_index += 1
-            self._deliver_frame(jpeg)
             return jpeg
         if not self.camera or not self._views_ready:
             raise ImageError(
