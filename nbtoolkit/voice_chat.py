@@ -13,11 +13,21 @@ events into player audio, turns and dialog states:
 * :class:`~nbtoolkit.backends.omni.OmniRealtime` — chunks stream as they arrive. With server VAD the
   server finds the turns; speech over an answer cancels it and flushes the player. Without VAD
   (push-to-talk) the end of a take commits and asks for the answer; a new take cancels one playing.
-* :class:`~nbtoolkit.backends.dialog.Dialog` — each take is one ``say()`` in the dialog's own mode
-  (push2talk brackets it with SendSpeech/StopSpeech; tap2talk and duplex let the server's VAD end it);
-  a take started while the answer plays interrupts it (RequestToSpeak) and flushes the player.
+* :class:`~nbtoolkit.backends.dialog.Dialog` in duplex or tap2talk — one
+  :class:`~nbtoolkit.backends.dialog.DialogStream` for the session: chunks stream as they arrive
+  (zero frames while the microphone is off), the server's VAD finds the turns, and speech over an
+  answer (duplex) or a new take (tap2talk) cancels it and flushes the player. A take in which the
+  server heard no speech is reported as a failure.
+* :class:`~nbtoolkit.backends.dialog.Dialog` in push2talk — each take is one ``say()`` bracketed
+  by SendSpeech/StopSpeech; a take started while the answer plays interrupts it (RequestToSpeak)
+  and flushes the player.
 * :class:`~nbtoolkit.backends.qwen_audio.QwenAudio` — each take is one ``ask(audio=…)``; the answer
   is text. ``tts=True`` reads it aloud with the offline engine's eSpeak voice (and the UI says so).
+
+Camera frames (:meth:`VoiceChat.send_frame`, :meth:`VoiceChat.snapshot`, the Recorder's Snapshot
+button with ``camera=True``): OmniRealtime appends them to the speech being heard, a
+``Dialog(video=True)`` takes them as live video frames, and any other Dialog is asked about the
+picture at once. At most 2 frames a second are sent; sooner ones are dropped.
 """
 
 from __future__ import annotations
@@ -26,7 +36,9 @@ import asyncio
 import html
 import inspect
 import logging
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import ipywidgets
@@ -34,13 +46,14 @@ import traitlets
 
 from nbtoolkit import pricing
 from nbtoolkit.audio.clip import Clip
-from nbtoolkit.backends.dialog import Dialog
+from nbtoolkit.backends.dialog import FRAME_INTERVAL, Dialog, DialogStream, to_jpeg
 from nbtoolkit.backends.omni import OmniRealtime, Reconnected
 from nbtoolkit.backends.qwen_audio import QwenAudio
 from nbtoolkit.config import scrub_secrets
-from nbtoolkit.errors import AudioError, ConfigError, ConnectionLost, NbToolkitError
+from nbtoolkit.errors import AudioError, ConfigError, ConnectionLost, ImageError, NbToolkitError
 from nbtoolkit.ledger import Ledger, LedgerEntry, LedgerSummary
 from nbtoolkit.protocols.realtime import (
+    MAX_IMAGE_BYTES,
     OUTPUT_RATE,
     AudioDelta,
     AudioTranscriptDelta,
@@ -55,7 +68,7 @@ from nbtoolkit.protocols.realtime import (
     TextDelta,
     TurnCollector,
 )
-from nbtoolkit.results import Timeline, Turn, Usage
+from nbtoolkit.results import Timeline, Turn
 from nbtoolkit.widgets.player import Player
 from nbtoolkit.widgets.recorder import RATE, Recorder, is_headless
 
@@ -81,6 +94,8 @@ _COLOURS = {
 }
 #: Dialog (SDK) states → the badge.
 _DIALOG_STATES = {"Listening": LISTENING, "Thinking": THINKING, "Responding": RESPONDING}
+#: What a Dialog without video is asked about a picture.
+VISUAL_QUESTION = "What is in front of me?"
 
 Backend = OmniRealtime | Dialog | QwenAudio
 
@@ -101,6 +116,9 @@ class VoiceChat(ipywidgets.VBox):
         Feed ``source`` at the pace of a live microphone (True) or as fast as possible.
     tts:
         QwenAudio only: read its text answers aloud with the offline engine's eSpeak voice.
+    camera, frames:
+        Give the new Recorder a camera Snapshot button (``camera=True``), or images that stand in
+        for the camera (``frames=[…]``, headless runs); see :meth:`snapshot`.
 
     ``start()`` returns at once; ``await wait_turns(n, timeout=…)`` waits (bounded) for answers;
     ``turns``, ``state``, ``transcript`` and ``timeline`` show what happened; ``stop()`` ends it.
@@ -118,12 +136,20 @@ class VoiceChat(ipywidgets.VBox):
         source: Clip | None = None,
         realtime: bool = True,
         tts: bool = False,
+        camera: bool = False,
+        frames: Iterable[Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if recorder is None:
-            recorder = Recorder(source=source, realtime=realtime)
-        elif source is not None:
-            recorder.source, recorder.realtime, recorder.simulated = source, realtime, True
+            recorder = Recorder(source=source, realtime=realtime, camera=camera, frames=frames)
+        else:
+            if frames is not None:
+                raise ConfigError(
+                    "frames= is for the Recorder VoiceChat makes", "pass it to your Recorder"
+                )
+            if source is not None:
+                recorder.source, recorder.realtime, recorder.simulated = source, realtime, True
+            recorder.camera = recorder.camera or camera
         self.backend = backend
         self.recorder = recorder
         self.player = player if player is not None else Player()
@@ -143,6 +169,8 @@ class VoiceChat(ipywidgets.VBox):
         self._live_heard = ""
         self._live_text = ""
         self._turn_tl = Timeline()
+        self._last_frame = float("-inf")
+        self._frame_tasks: set[asyncio.Task[None]] = set()
         self._ledger_start = len(self._bridge.ledger.entries)
         self._badge = ipywidgets.HTML()
         self._usage_line = ipywidgets.HTML()
@@ -158,6 +186,7 @@ class VoiceChat(ipywidgets.VBox):
         self.add_class("nbtk-voicechat")
         self.recorder.on_chunk(self._on_chunk)
         self.recorder.observe(self._on_recorder_status, names="status")
+        self.recorder.on_snapshot(self._on_snapshot)
         self._render_state("")
         self._render_usage()
         self._render_transcript()
@@ -233,13 +262,30 @@ class VoiceChat(ipywidgets.VBox):
         pace = self.recorder.realtime if realtime is None else realtime
         return self.recorder.simulate(clip, realtime=pace)
 
-    def send_frame(self, image: Any) -> None:
-        """Camera frames for visual questions are not wired into VoiceChat yet."""
-        raise NotImplementedError(
-            "VoiceChat does not send camera frames yet: call the backend directly — "
-            "Dialog.ask_about_image(image) / Dialog.send_frame(image) (video=True), or "
-            "OmniRealtime.send_image(jpeg) after some audio of the turn"
-        )
+    async def send_frame(self, image: Any) -> bool:
+        """Show the backend a picture (JPEG/PNG bytes, a path or a PIL image).
+
+        OmniRealtime: appended to the speech being heard (send some audio first); it goes with
+        the next turn. ``Dialog(video=True)``: a live video frame (the video channel is connected
+        on the first one); questions are about the latest frame. Any other Dialog: asked about at
+        once ("What is in front of me?"), answered as a turn. At most 2 frames a second: one that
+        comes sooner than 0.5 s after the last is dropped (returns False).
+        """
+        if not self.running:
+            raise ConfigError("The chat is not started", "call chat.start() first")
+        now = time.monotonic()
+        if now - self._last_frame < FRAME_INTERVAL:
+            return False
+        self._last_frame = now
+        self._mark("client", "frame")
+        return await self._bridge.frame(image)
+
+    async def snapshot(self, timeout: float = 10.0) -> bytes:
+        """Take a camera frame with the recorder (its camera, or the next of its ``frames``),
+        :meth:`send_frame` it, and return the JPEG."""
+        jpeg = await self.recorder.snapshot(timeout)
+        await self.send_frame(jpeg)
+        return jpeg
 
     async def wait_turns(self, n: int = 1, timeout: float = 60.0) -> list[Turn]:
         """Wait until ``n`` turns have finished (at most ``timeout`` seconds); returns them.
@@ -324,6 +370,22 @@ class VoiceChat(ipywidgets.VBox):
             self._hop(self._take_started)
         elif change["new"] in ("stopped", "error", "idle"):
             self._hop(self._take_ended)
+
+    def _on_snapshot(self, jpeg: bytes) -> None:
+        self._hop(self._snapshot_pressed, jpeg)
+
+    def _snapshot_pressed(self, jpeg: bytes) -> None:
+        async def send() -> None:
+            try:
+                await self.send_frame(jpeg)
+            except NbToolkitError as exc:  # shown on the badge; the conversation goes on
+                self.failures.append(exc)
+                self._render_state(str(exc))
+                self._poke()
+
+        task = asyncio.get_running_loop().create_task(send(), name="voice-chat-frame")
+        self._frame_tasks.add(task)
+        task.add_done_callback(self._frame_tasks.discard)
 
     def _take_started(self) -> None:
         if self._take is None:
@@ -463,6 +525,13 @@ class _Bridge:
     def take_ended(self, take: Clip) -> None:
         """The recorder finished ``take``."""
 
+    async def frame(self, image: Any) -> bool:
+        """Show the backend a picture (see :meth:`VoiceChat.send_frame`)."""
+        raise ConfigError(
+            "This backend takes no pictures in a voice chat",
+            "use an OmniRealtime or a Dialog for visual questions",
+        )
+
 
 def _bridge_for(chat: VoiceChat, backend: Any, tts: bool) -> _Bridge:
     if tts and not isinstance(backend, QwenAudio):
@@ -473,7 +542,9 @@ def _bridge_for(chat: VoiceChat, backend: Any, tts: bool) -> _Bridge:
     if isinstance(backend, OmniRealtime):
         return _OmniBridge(chat, backend)
     if isinstance(backend, Dialog):
-        return _DialogBridge(chat, backend)
+        if backend.mode == "push2talk":
+            return _DialogBridge(chat, backend)
+        return _DialogStreamBridge(chat, backend)
     if isinstance(backend, QwenAudio):
         return _QwenAudioBridge(chat, backend, tts)
     raise ConfigError(
@@ -502,6 +573,7 @@ class _OmniBridge(_Bridge):
         self.collector = TurnCollector()
         self.flushed = False  # the player was flushed since the current answer began
         self.opened = False
+        self.audio_sent = False  # images may only follow audio
         self.user_flush = rt.on_flush
 
     @property
@@ -539,7 +611,22 @@ class _OmniBridge(_Bridge):
             self.outbox.put_nowait(self._push_to_talk_barge_in)
 
     def chunk(self, pcm: bytes) -> None:
+        self.audio_sent = True
         self.outbox.put_nowait(pcm)
+
+    async def frame(self, image: Any) -> bool:
+        if not self.audio_sent:
+            raise ImageError(
+                "A realtime session takes images only after some audio",
+                "speak (or record) first, then send the frame",
+            )
+        jpeg = to_jpeg(image, MAX_IMAGE_BYTES)
+
+        async def send() -> None:
+            await self.rt.send_image(jpeg)
+
+        self.outbox.put_nowait(send)  # in order with the audio around it
+        return True
 
     def take_ended(self, take: Clip) -> None:
         if not self.vad:
@@ -623,24 +710,9 @@ class _OmniBridge(_Bridge):
         elif isinstance(event, ResponseDone) and c.done:
             chat._mark("server", "response.done", status=c.status)
             chat.player.finish()
-            chat._add_turn(self._turn(c))
+            chat._add_turn(self.rt.make_turn(c, chat._new_turn_timeline()))
             self.collector = TurnCollector()
             chat._set_state(LISTENING)
-
-    def _turn(self, c: TurnCollector) -> Turn:
-        rt = self.rt
-        audio = Clip.from_pcm(bytes(c.audio), OUTPUT_RATE) if len(c.audio) >= 2 else None
-        return Turn(
-            heard=c.heard,
-            text=c.text,
-            audio=audio,
-            usage=Usage.from_dashscope(c.usage, model=rt.model, local=rt.endpoints.local),
-            timeline=self.chat._new_turn_timeline(),
-            status=c.status or "failed",
-            request_id=c.response_id,
-            model=rt.model,
-            local=rt.endpoints.local,
-        )
 
 
 class _TakeBridge(_Bridge):
@@ -648,7 +720,7 @@ class _TakeBridge(_Bridge):
 
     def __init__(self, chat: VoiceChat) -> None:
         super().__init__(chat)
-        self.takes: asyncio.Queue[Clip] = asyncio.Queue()
+        self.takes: asyncio.Queue[Clip | bytes] = asyncio.Queue()  # a recording, or a JPEG
 
     def take_ended(self, take: Clip) -> None:
         self.takes.put_nowait(take)
@@ -658,7 +730,10 @@ class _TakeBridge(_Bridge):
         while True:
             take = await self.takes.get()
             chat._set_state(THINKING)
-            chat._mark("client", "take", seconds=round(take.duration, 3))
+            if isinstance(take, Clip):
+                chat._mark("client", "take", seconds=round(take.duration, 3))
+            else:
+                chat._mark("client", "image", bytes=len(take))
             try:
                 turn = await self.answer(take)
             except NbToolkitError as exc:
@@ -673,34 +748,31 @@ class _TakeBridge(_Bridge):
             chat._add_turn(turn)
             chat._set_state(LISTENING)
 
-    async def answer(self, take: Clip) -> Turn:
+    async def answer(self, take: Clip | bytes) -> Turn:
         raise NotImplementedError
 
 
-class _DialogBridge(_TakeBridge):
-    """Each take is one ``Dialog.say`` in the dialog's mode; the SDK's callbacks (on its threads)
-    hop to the loop to feed the player, the badge and the live transcript."""
+class _DialogView:
+    """A Dialog's hooks → the chat: answer audio to the player, states to the badge, text to the
+    live transcript, barge-ins to a player flush. The hooks run in the SDK's (or the stream's)
+    thread and hop to the chat's loop; the user's own hooks are still called."""
 
     def __init__(self, chat: VoiceChat, dialog: Dialog) -> None:
-        super().__init__(chat)
+        self.chat = chat
         self.dialog = dialog
-        self.opened = False
-        self.hooks = (dialog.on_audio, dialog.on_state, dialog.on_text)
-        how = {
-            "push2talk": "push to talk: your recording is the whole question",
-            "tap2talk": "tap to talk: the server hears where your question ends",
-            "duplex": "duplex: the server's VAD finds the turn in each recording",
-        }[dialog.mode]
-        self.notice = f"Dialog · {how}; record over an answer to interrupt it"
+        self.user = (
+            dialog.on_audio,
+            dialog.on_state,
+            dialog.on_text,
+            dialog.on_flush,
+            dialog.on_speech_started,
+        )
+        self.flushed = False  # the player was flushed since the current answer began
+        self.video_connected = False
 
-    @property
-    def ledger(self) -> Ledger:
-        ledger: Ledger = self.dialog.ledger
-        return ledger
-
-    async def open(self) -> None:
-        user_audio, user_state, user_text = self.hooks
-        chat = self.chat
+    def install(self) -> None:
+        chat, d = self.chat, self.dialog
+        user_audio, user_state, user_text, user_flush, user_speech = self.user
 
         def on_audio(clip: Clip) -> None:
             chat._hop(self._audio, clip)
@@ -717,35 +789,47 @@ class _DialogBridge(_TakeBridge):
             if user_text is not None:
                 user_text(role, text, final)
 
-        self.dialog.on_audio, self.dialog.on_state, self.dialog.on_text = (
-            on_audio,
-            on_state,
-            on_text,
-        )
-        if self.dialog.state == "Idle":  # not opened yet
-            await asyncio.to_thread(self.dialog.open)
-            self.opened = True
+        def on_flush() -> None:
+            chat._hop(self.flush, "server_vad", "barge_in")
+            if user_flush is not None:
+                user_flush()
 
-    async def close(self) -> None:
-        self.dialog.on_audio, self.dialog.on_state, self.dialog.on_text = self.hooks
-        if self.opened:
-            self.opened = False
-            await asyncio.to_thread(self.dialog.close)
+        def on_speech_started() -> None:
+            chat._hop(self._speech_started)
+            if user_speech is not None:
+                user_speech()
 
-    def take_started(self) -> None:
-        if self.dialog.state == "Responding" or self.chat._player_audible():
-            self.chat._mark("state", "barge_in", by="record")
-            self.chat._flush_player("record")
-            if self.dialog.state == "Responding":
-                self.dialog.interrupt()
+        d.on_audio, d.on_state, d.on_text = on_audio, on_state, on_text
+        d.on_flush, d.on_speech_started = on_flush, on_speech_started
+
+    def restore(self) -> None:
+        d = self.dialog
+        d.on_audio, d.on_state, d.on_text, d.on_flush, d.on_speech_started = self.user
+
+    def flush(self, by: str, reason: str) -> None:
+        """Drop the answer the player holds (once per answer)."""
+        if not self.flushed:
+            self.flushed = True
+            self.chat._mark("state", "barge_in", by=by)
+            self.chat._flush_player(reason)
+
+    def _speech_started(self) -> None:
+        self.chat._mark("vad", "speech_started")
+        # the server's answer may be complete while the browser still plays it: stop that too
+        if self.chat._player_audible():
+            self.flush("player", "barge_in")
 
     def _audio(self, clip: Clip) -> None:
+        if self.flushed:
+            return  # a late chunk of the answer that was just flushed
         if self.chat.state != RESPONDING:
             self.chat._mark("audio-out", "first_audio")
             self.chat._set_state(RESPONDING)
         self.chat.player.feed(clip.to_pcm(), clip.rate)
 
     def _state(self, state: str) -> None:
+        if state == "Responding":
+            self.flushed = False  # a new answer
         mapped = _DIALOG_STATES.get(state)
         # Listening comes back once the answer is sent, before the turn is folded: run() says so
         if mapped is not None and mapped != LISTENING:
@@ -757,10 +841,160 @@ class _DialogBridge(_TakeBridge):
         else:
             self.chat._live(text=text)
 
-    async def answer(self, take: Clip) -> Turn:
-        turn = await asyncio.to_thread(self.dialog.say, take)
+    async def video_frame(self, image: Any) -> bool:
+        """A live frame for a ``Dialog(video=True)`` (connects the video channel first)."""
+        if not self.video_connected:
+            await asyncio.to_thread(self.dialog.connect_video)
+            self.video_connected = True
+        return await asyncio.to_thread(self.dialog.send_frame, image)
+
+
+class _DialogBridge(_TakeBridge):
+    """push2talk: each take is one ``Dialog.say``; a picture is one ``ask_about_image``."""
+
+    def __init__(self, chat: VoiceChat, dialog: Dialog) -> None:
+        super().__init__(chat)
+        self.dialog = dialog
+        self.view = _DialogView(chat, dialog)
+        self.opened = False
+        self.notice = (
+            "Dialog · push to talk: your recording is the whole question; "
+            "record over an answer to interrupt it"
+        )
+
+    @property
+    def ledger(self) -> Ledger:
+        ledger: Ledger = self.dialog.ledger
+        return ledger
+
+    async def open(self) -> None:
+        self.view.install()
+        if self.dialog.state == "Idle":  # not opened yet
+            await asyncio.to_thread(self.dialog.open)
+            self.opened = True
+
+    async def close(self) -> None:
+        self.view.restore()
+        if self.opened:
+            self.opened = False
+            await asyncio.to_thread(self.dialog.close)
+
+    def take_started(self) -> None:
+        if self.dialog.state == "Responding" or self.chat._player_audible():
+            self.view.flush("record", "record")
+            if self.dialog.state == "Responding":
+                self.dialog.interrupt()
+
+    async def frame(self, image: Any) -> bool:
+        if self.dialog.video:
+            return await self.view.video_frame(image)
+        self.takes.put_nowait(to_jpeg(image))
+        return True
+
+    async def answer(self, take: Clip | bytes) -> Turn:
+        if isinstance(take, Clip):
+            turn = await asyncio.to_thread(self.dialog.say, take)
+        else:
+            turn = await asyncio.to_thread(self.dialog.ask_about_image, take, VISUAL_QUESTION)
         self.chat._new_turn_timeline()
         return turn
+
+
+class _DialogStreamBridge(_Bridge):
+    """duplex / tap2talk: one :class:`DialogStream` for the session. Chunks (and SendSpeech, the
+    end-of-take check, pictures) go out in order from one sender task; finished turns come back
+    from the stream's thread."""
+
+    def __init__(self, chat: VoiceChat, dialog: Dialog) -> None:
+        super().__init__(chat)
+        self.dialog = dialog
+        self.view = _DialogView(chat, dialog)
+        self.opened = False
+        self.stream: DialogStream | None = None
+        self.outbox: asyncio.Queue[Callable[[DialogStream], None]] = asyncio.Queue()
+        self.notice = (
+            "Dialog · duplex: the server hears where each question ends; "
+            "speak over an answer to interrupt it"
+            if dialog.mode == "duplex"
+            else "Dialog · tap to talk: record, and the server hears where your question ends; "
+            "record over an answer to interrupt it"
+        )
+
+    @property
+    def ledger(self) -> Ledger:
+        ledger: Ledger = self.dialog.ledger
+        return ledger
+
+    async def open(self) -> None:
+        self.view.install()
+        if self.dialog.state == "Idle":  # not opened yet
+            await asyncio.to_thread(self.dialog.open)
+            self.opened = True
+        self.stream = await asyncio.to_thread(self.dialog.stream)
+
+    async def close(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            await asyncio.to_thread(stream.close)
+        self.view.restore()
+        if self.opened:
+            self.opened = False
+            await asyncio.to_thread(self.dialog.close)
+
+    def take_started(self) -> None:
+        if self.dialog.mode == "tap2talk":
+            # SendSpeech makes the server drop its answer; the player drops what it holds now
+            if self.dialog.state == "Responding" or self.chat._player_audible():
+                self.view.flush("record", "record")
+            self.outbox.put_nowait(DialogStream.start_speech)
+
+    def chunk(self, pcm: bytes) -> None:
+        self.outbox.put_nowait(lambda stream: stream.send_audio(pcm))
+
+    def take_ended(self, take: Clip) -> None:
+        self.outbox.put_nowait(DialogStream.end_of_input)
+
+    async def frame(self, image: Any) -> bool:
+        if self.dialog.video:
+            return await self.view.video_frame(image)
+        jpeg = to_jpeg(image)
+        self.chat._set_state(THINKING)
+        self.outbox.put_nowait(lambda stream: stream.ask(VISUAL_QUESTION, image=jpeg))
+        return True
+
+    async def _send_loop(self, stream: DialogStream) -> None:
+        while True:
+            send = await self.outbox.get()
+            try:
+                await asyncio.to_thread(send, stream)
+            except NbToolkitError as exc:  # a lost stream: its next_turn() says why
+                log.debug("dialog stream send failed: %s", exc)
+
+    async def run(self) -> None:
+        chat, stream = self.chat, self.stream
+        assert stream is not None
+        sender = asyncio.create_task(self._send_loop(stream), name="voice-chat-dialog-send")
+        try:
+            while True:
+                try:
+                    turn = await asyncio.to_thread(stream.next_turn, math.inf)
+                except NbToolkitError as exc:
+                    if stream.closed:
+                        raise  # the connection is gone: the session ends
+                    # one failed turn (no speech heard, an Error event) need not end it
+                    chat.failures.append(exc)
+                    partial = getattr(exc, "partial", None)
+                    if isinstance(partial, Turn):
+                        chat._add_turn(partial)
+                    chat._set_state(LISTENING, str(exc))
+                    continue
+                chat.player.finish()
+                chat._new_turn_timeline()
+                chat._add_turn(turn)
+                chat._set_state(LISTENING)
+        finally:
+            sender.cancel()
+            await asyncio.wait([sender])
 
 
 class _QwenAudioBridge(_TakeBridge):
@@ -783,7 +1017,8 @@ class _QwenAudioBridge(_TakeBridge):
     def ledger(self) -> Ledger:
         return self.qa.ledger
 
-    async def answer(self, take: Clip) -> Turn:
+    async def answer(self, take: Clip | bytes) -> Turn:
+        assert isinstance(take, Clip)  # frame() refuses pictures
         reply = await asyncio.to_thread(self.qa.ask, audio=take)
         self.chat._live(text=reply.text)
         spoken = None

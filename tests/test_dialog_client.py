@@ -307,7 +307,12 @@ def test_stream_reports_two_continuously_spoken_questions_as_two_turns(server, e
     assert words(two.heard)[:2] == ["two", "plus"] and "four" in words(two.text)
     assert [t.status for t in (one, two)] == ["completed", "completed"]
     assert hooked == [one, two]
-    assert two.audio is not None and spoken_words(engine, two.audio)[:4] == ["two", "plus", "two", "equals"]
+    assert two.audio is not None and spoken_words(engine, two.audio)[:4] == [
+        "two",
+        "plus",
+        "two",
+        "equals",
+    ]
     assert [e.kind for e in ledger.entries] == ["turn", "turn", "turn"]
     assert all(e.usage.input_audio > 0 for e in ledger.entries[:2])
 
@@ -316,18 +321,20 @@ def test_stream_barge_in_cancels_the_answer_and_flushes(server, engine, question
     responding = threading.Event()
     flushes: list[str] = []
     full = len(engine.synthesize(LONG_TEXT, rate=16000)) / 16000
-    with dialog(
-        server,
-        mode="duplex",
-        sample_rate=16000,
-        on_state=lambda state: state == "Responding" and responding.set(),
-        on_flush=lambda: flushes.append("flush"),
-    ) as d:
-        with d.stream() as s:
-            s.speak(LONG_TEXT)
-            assert responding.wait(timeout(20))
-            s.send_audio(Clip.silence(0.3) + question, pace=True)  # the user talks over it
-            cut, answer = s.next_turn(timeout(20)), s.next_turn(timeout(20))
+    with (
+        dialog(
+            server,
+            mode="duplex",
+            sample_rate=16000,
+            on_state=lambda state: state == "Responding" and responding.set(),
+            on_flush=lambda: flushes.append("flush"),
+        ) as d,
+        d.stream() as s,
+    ):
+        s.speak(LONG_TEXT)
+        assert responding.wait(timeout(20))
+        s.send_audio(Clip.silence(0.3) + question, pace=True)  # the user talks over it
+        cut, answer = s.next_turn(timeout(20)), s.next_turn(timeout(20))
     assert cut.status == "cancelled" and cut.heard == ""
     assert cut.audio is not None and cut.audio.duration < full
     assert flushes == ["flush"]
@@ -365,15 +372,15 @@ def test_stream_ask_about_an_image_is_answered_as_a_turn(server):
 
 def test_stream_drop_mid_answer_ends_it_with_the_partial_turn_recorded(faulty_server):
     ledger = Ledger()
-    with dialog(faulty_server, mode="duplex", sample_rate=16000, ledger=ledger) as d:
-        with d.stream() as s:
-            faulty_server.faults = Faults(drop_after=_audio_frames_before_drop(LONG_TEXT, 3))
-            s.speak(LONG_TEXT)
-            with pytest.raises(ConnectionLost) as err:
-                s.next_turn(timeout(20))
-            with pytest.raises(ConnectionLost):
-                s.next_turn(timeout(5))  # the stream is over for good
-            assert s.closed
+    d = dialog(faulty_server, mode="duplex", sample_rate=16000, ledger=ledger)
+    with d, d.stream() as s:
+        faulty_server.faults = Faults(drop_after=_audio_frames_before_drop(LONG_TEXT, 3))
+        s.speak(LONG_TEXT)
+        with pytest.raises(ConnectionLost) as err:
+            s.next_turn(timeout(20))
+        with pytest.raises(ConnectionLost):
+            s.next_turn(timeout(5))  # the stream is over for good
+        assert s.closed
     partial = err.value.partial
     assert partial.text == LONG_TEXT and partial.status == "failed"
     assert partial.audio is not None and partial.audio.duration == pytest.approx(0.3)

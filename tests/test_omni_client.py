@@ -17,7 +17,7 @@ from nbtoolkit.config import Secret, local_endpoints
 from nbtoolkit.errors import AuthError, ConnectionLost, ImageError, ProtocolError, RateLimited
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.local import Faults
-from nbtoolkit.protocols.realtime import AudioDelta, ResponseDone, UnknownEvent
+from nbtoolkit.protocols.realtime import AudioDelta, ResponseDone, TurnCollector, UnknownEvent
 from nbtoolkit.results import Turn
 from nbtoolkit.retry import RetryPolicy
 
@@ -189,6 +189,46 @@ def test_cancel_stops_the_active_response(faulty_server: Any, question: Clip) ->
 
     cancelled, done, again = run(main())
     assert cancelled and done.status == "cancelled" and not again
+
+
+def test_barge_in_cancel_that_crosses_the_cancelled_response_spares_the_next_one(
+    faulty_server: Any, engine: Any, question: Clip
+) -> None:
+    """The interrupting utterance goes out faster than real time, so the server has cancelled
+    the first answer itself and already begun the next one when the client's cancel (sent on
+    speech_started) arrives: that cancel names the first response and must not stop the second."""
+    faulty_server.faults = Faults(delay=0.03)  # the first answer streams slowly
+    flushed: list[str] = []
+
+    async def main() -> tuple[OmniRealtime, list[ResponseDone], list[Any]]:
+        async with OmniRealtime(
+            faulty_server.endpoints, on_flush=lambda: flushed.append("flush"), ledger=Ledger()
+        ) as rt:
+            await rt.send_audio(question + Clip.silence(1.5))
+            async for event in rt:
+                if isinstance(event, AudioDelta):
+                    break
+            await rt.send_audio(question + Clip.silence(1.5))  # all of it at once
+            done: list[ResponseDone] = []
+            turn = TurnCollector()
+            async for event in rt:
+                if isinstance(event, ResponseDone):
+                    done.append(event)
+                    if len(done) == 1:
+                        continue
+                turn.feed(event)
+                if turn.done:
+                    break
+            return rt, done, [rt.make_turn(turn)]
+
+    rt, done, (second,) = run(main())
+    assert [d.status for d in done] == ["cancelled", "completed"]
+    assert second.status == "completed" and "two" in second.text.lower()
+    assert "two" in heard_in(engine, second.audio)
+    assert flushed == ["flush"]
+    cancels = [e for e in rt.timeline if e.name == "response.cancel"]
+    ignored = [e for e in rt.timeline if e.name == "error.ignored"]
+    assert len(cancels) == 1 and len(ignored) == 1  # the server refused the stale cancel
 
 
 # ------------------------------------------------------------------ faults

@@ -138,7 +138,7 @@ def test_omni_push_to_talk_commits_when_the_take_ends(server: Any, question: Cli
     assert chat.timeline.first("commit") is not None
 
 
-@pytest.mark.parametrize("mode", ["push2talk", "duplex"])
+@pytest.mark.parametrize("mode", ["push2talk", "tap2talk", "duplex"])
 def test_dialog_turn_answers_two_and_plays_it(
     server: Any, engine: Any, question: Clip, mode: str
 ) -> None:
@@ -165,6 +165,40 @@ def test_dialog_turn_answers_two_and_plays_it(
     # the SDK's state callbacks reached both the user's hook and the badge
     assert "Responding" in states and RESPONDING in states
     assert len(ledger.entries) == 1
+
+
+def test_dialog_duplex_barge_in_cancels_the_answer_and_flushes_the_player_once(
+    faulty_server: Any, engine: Any, question: Clip
+) -> None:
+    faulty_server.faults = Faults(delay=0.06)  # the answer streams over a second or two
+    flushes: list[str] = []
+
+    async def main() -> VoiceChat:
+        dialog = Dialog(
+            faulty_server.endpoints,
+            mode="duplex",
+            ledger=Ledger(),
+            on_flush=lambda: flushes.append("user hook"),
+        )
+        chat = VoiceChat(dialog, source=question, realtime=False)
+        chat.start()
+        try:
+            await chat.wait_state(RESPONDING, timeout=timeout(30))
+            chat.say(question, realtime=True)  # streamed chunk by chunk into the open stream
+            await chat.wait_turns(2, timeout=timeout(40))
+        finally:
+            await finish(chat)
+        return chat
+
+    chat = run(main())
+    first, second = chat.turns
+    assert first.status == "cancelled"
+    assert second.status == "completed" and "two" in second.text.lower()
+    flush_events = [e for e in chat.timeline if e.name == "player.flush"]
+    assert [e.detail["reason"] for e in flush_events] == ["barge_in"]
+    assert flushes == ["user hook"]
+    played = chat.player.played_clip  # only the second answer is left in the player
+    assert played is not None and "two" in heard_in(engine, played)
 
 
 def test_a_failed_take_is_shown_and_the_chat_keeps_listening(server: Any, question: Clip) -> None:
@@ -228,3 +262,114 @@ def test_start_without_microphone_or_loop_says_what_to_do(
         run(main())
     with pytest.raises(ConfigError, match="tts=True is for QwenAudio"):
         VoiceChat(OmniRealtime(server.endpoints, ledger=Ledger()), tts=True)
+
+
+# ----------------------------------------------------------------------------- camera frames
+def picture(colour: tuple[int, int, int]) -> Any:
+    from PIL import Image
+
+    return Image.new("RGB", (160, 120), colour)
+
+
+@pytest.fixture(scope="module")
+def look(engine: Any) -> Clip:
+    """ "what is in front of me", then silence for server VAD."""
+    speech = Clip.from_array(engine.synthesize("what is in front of me", rate=16000), 16000)
+    return Clip.silence(0.3, 16000) + speech + Clip.silence(1.5, 16000)
+
+
+def colours_of(jpeg: bytes) -> tuple[int, int, int]:
+    import io
+
+    from PIL import Image
+
+    r, g, b = Image.open(io.BytesIO(jpeg)).convert("RGB").getpixel((80, 60))
+    return r, g, b
+
+
+def test_recorder_frames_stand_in_for_the_camera_and_the_last_one_repeats() -> None:
+    from nbtoolkit.errors import ImageError
+    from nbtoolkit.widgets.recorder import Recorder
+
+    rec = Recorder(frames=[picture((220, 20, 20)), picture((20, 220, 20))])
+    shots = [run(rec.snapshot()) for _ in range(3)]
+    assert all(s.startswith(b"\xff\xd8\xff") for s in shots)
+    assert [max(range(3), key=colours_of(s).__getitem__) for s in shots] == [0, 1, 1]
+    with pytest.raises(ImageError, match="camera=True"):
+        run(Recorder().snapshot())
+
+
+def test_dialog_video_chat_answers_about_the_latest_camera_frame(server: Any, look: Clip) -> None:
+    async def main() -> VoiceChat:
+        dialog = Dialog(server.endpoints, mode="duplex", video=True, ledger=Ledger())
+        chat = VoiceChat(dialog, source=look, realtime=True, frames=[picture((20, 200, 20))])
+        chat.start()
+        try:
+            await chat.wait_state(LISTENING, timeout=timeout(20))
+            await chat.snapshot()  # while the question is being spoken
+            assert not await chat.send_frame(picture((200, 20, 20)))  # too soon: dropped
+            await chat.wait_turns(1, timeout=timeout(40))
+        finally:
+            await finish(chat)
+        return chat
+
+    chat = run(main())
+    (turn,) = chat.turns
+    assert "green" in turn.text.lower() and "red" not in turn.text.lower()
+    assert [e.name for e in chat.timeline].count("frame") == 1
+
+
+def test_dialog_chat_without_video_asks_about_a_snapshot_as_a_turn(
+    server: Any, question: Clip
+) -> None:
+    async def main() -> VoiceChat:
+        dialog = Dialog(server.endpoints, mode="duplex", ledger=Ledger())
+        chat = VoiceChat(dialog, source=question, realtime=False, frames=[picture((20, 20, 220))])
+        chat.start()
+        try:
+            await chat.wait_turns(1, timeout=timeout(40))
+            await chat.snapshot()
+            await chat.wait_turns(2, timeout=timeout(40))
+        finally:
+            await finish(chat)
+        return chat
+
+    chat = run(main())
+    spoken, seen = chat.turns
+    assert "two" in spoken.text.lower()
+    assert "blue" in seen.text.lower() and seen.usage.input_image > 0
+
+
+def test_omni_chat_sends_the_frame_with_the_speech_it_goes_with(server: Any, look: Clip) -> None:
+    async def main() -> VoiceChat:
+        rt = OmniRealtime(server.endpoints, ledger=Ledger())
+        chat = VoiceChat(rt, source=look, realtime=True, frames=[picture((20, 20, 220))])
+        speaking = asyncio.Event()
+        chat.recorder.on_chunk(lambda _pcm: speaking.set())
+        chat.start()
+        try:
+            await asyncio.wait_for(speaking.wait(), timeout(20))
+            await chat.snapshot()
+            await chat.wait_turns(1, timeout=timeout(40))
+        finally:
+            await finish(chat)
+        return chat
+
+    chat = run(main())
+    (turn,) = chat.turns
+    assert "blue" in turn.text.lower() and turn.usage.input_image > 0
+
+
+def test_a_backend_without_pictures_refuses_frames(server: Any, question: Clip) -> None:
+    async def main() -> None:
+        chat = VoiceChat(QwenAudio(server.endpoints, ledger=Ledger()), source=question)
+        with pytest.raises(ConfigError, match="not started"):
+            await chat.send_frame(picture((1, 2, 3)))
+        chat.start()
+        try:
+            with pytest.raises(ConfigError, match="no pictures"):
+                await chat.send_frame(picture((1, 2, 3)))
+        finally:
+            await finish(chat)
+
+    run(main())
