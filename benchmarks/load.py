@@ -15,7 +15,8 @@ Reported, for one session alone and then for N at once (same run, same server, s
 * **audio frames lost** — ``response.audio.delta`` frames received vs announced: the response's
   ``usage.output_tokens_details.audio_tokens`` (counted by the server from the bytes it sent, 25 per
   second rounded up) against the same rule applied to the bytes received.
-* **first-audio latency** — ``speech_stopped`` → first ``response.audio.delta`` of the answer, p50 and
+* **first-audio latency** — end of speech as the server VAD placed it (``speech_stopped.audio_end_ms``
+  on the clock of what was sent) → first ``response.audio.delta`` of the answer received, p50 and
   p95, and their ratio N sessions / 1 session.
 * server RSS before and after.
 
@@ -115,10 +116,11 @@ async def session(
     ) as ws:
         created = json.loads(await asyncio.wait_for(ws.recv(), 30))
         assert created["type"] == "session.created", created
-        receiver = asyncio.create_task(_receive(ws, stats))
-        chunks = [period[i : i + CHUNK_BYTES] for i in range(0, len(period), CHUNK_BYTES)]
         loop = asyncio.get_running_loop()
         t0 = loop.time()
+        # the server's audio clock starts at the first append, sent at t0 (time.monotonic's clock)
+        receiver = asyncio.create_task(_receive(ws, stats, t0))
+        chunks = [period[i : i + CHUNK_BYTES] for i in range(0, len(period), CHUNK_BYTES)]
         total = stats.appends_planned = int(seconds * 1000 / CHUNK_MS)
         try:
             for i in range(total):  # bounded: exactly `seconds` of audio
@@ -141,7 +143,7 @@ async def session(
     return stats
 
 
-async def _receive(ws: Any, stats: Stats) -> None:
+async def _receive(ws: Any, stats: Stats, t0: float) -> None:
     stopped_at: float | None = None
     first_audio: set[str] = set()
     received: dict[str, int] = {}
@@ -152,7 +154,8 @@ async def _receive(ws: Any, stats: Stats) -> None:
             now = time.monotonic()
             if kind == "input_audio_buffer.speech_stopped":
                 stats.speech_stopped.append(int(event["audio_end_ms"]))
-                stopped_at = now
+                # when that audio was sent: a late speech_stopped frame must not hide the wait
+                stopped_at = t0 + event["audio_end_ms"] / 1000
             elif kind == "conversation.item.input_audio_transcription.completed":
                 stats.heard += "plus" in event["transcript"].split()
             elif kind == "response.audio.delta":

@@ -7,6 +7,7 @@ is also registered so :func:`scrub_secrets` can remove it from error messages an
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import weakref
 from dataclasses import dataclass, field
@@ -17,10 +18,12 @@ __all__ = [
     "REGIONS",
     "Endpoints",
     "Secret",
+    "SecretFilter",
     "cloud_endpoints",
     "get_api_key",
     "local_endpoints",
     "scrub_secrets",
+    "scrubbed_logger",
 ]
 
 _MASK = "********"
@@ -81,6 +84,26 @@ def scrub_secrets(text: str) -> str:
         if value and value in text:
             text = text.replace(value, _MASK)
     return text
+
+
+class SecretFilter(logging.Filter):
+    """A logging filter that masks registered secrets, for third-party loggers we hand a key to
+    (``websockets`` logs request headers, Authorization included, at DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        scrubbed = scrub_secrets(message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, ()
+        return True
+
+
+def scrubbed_logger(name: str) -> logging.Logger:
+    """``logging.getLogger(name)`` with a :class:`SecretFilter` attached (once)."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, SecretFilter) for f in logger.filters):
+        logger.addFilter(SecretFilter())
+    return logger
 
 
 def get_api_key(api_key: str | Secret | None = None, *, prompt: bool = False) -> Secret | None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlparse
 
 from nbtoolkit.audio.clip import Clip
-from nbtoolkit.config import LOOPBACK_HOSTS, Endpoints
+from nbtoolkit.config import LOOPBACK_HOSTS, Endpoints, scrubbed_logger
 from nbtoolkit.errors import (
     AudioError,
     AuthError,
@@ -301,6 +301,8 @@ class OmniRealtime:
         try:
             ws = await connect(
                 url,
+                # websockets logs request headers (Authorization too) at DEBUG
+                logger=scrubbed_logger("websockets.client"),
                 additional_headers=headers,
                 max_size=MAX_MESSAGE,
                 ping_interval=self.ping_interval,

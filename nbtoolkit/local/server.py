@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from nbtoolkit.config import Endpoints, Secret, local_endpoints
 from nbtoolkit.errors import ConfigError
 from nbtoolkit.local.faults import Faults
+from nbtoolkit.local.limits import BodyLimit
 
 __all__ = ["MAX_HTTP_BODY", "MAX_WS_MESSAGE", "LocalServer", "create_app", "start"]
 
@@ -49,6 +50,7 @@ def create_app(token: str, engine: Any = None, faults: Faults | None = None) -> 
 
         engine = Engine()
     app.state.engine = engine
+    app.add_middleware(BodyLimit, default=MAX_HTTP_BODY)
 
     @app.exception_handler(HTTPException)
     async def _dashscope_error(request: Request, exc: HTTPException) -> JSONResponse:

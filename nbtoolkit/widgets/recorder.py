@@ -346,9 +346,9 @@ class Recorder(anywidget.AnyWidget):
             self._finish_take()
             self._begin_take()
         elif kind == "chunk" and buffers:
-            self._add_chunk(
-                int(content.get("seq", self._last_seq + 1)), content.get("t"), buffers[0]
-            )
+            seq = content.get("seq", self._last_seq + 1)
+            if isinstance(seq, int) and not isinstance(seq, bool):  # a malformed chunk is ignored
+                self._add_chunk(seq, content.get("t"), buffers[0])
         elif kind == "stop":
             if (task := self._running_simulation()) is not None:
                 task.cancel()  # its cleanup finishes the take

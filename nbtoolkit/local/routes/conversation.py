@@ -97,7 +97,7 @@ async def _read_json(request: Request) -> Any:
         chunks.append(chunk)
     try:
         return json.loads(b"".join(chunks))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise invalid("The request body is not JSON", "send {model, input, parameters}") from None
 
 
