@@ -44,7 +44,7 @@ def words(text: str) -> list[str]:
 def spoken_words(engine: Any, clip: Clip) -> list[str]:
     """Words in TTS audio, by the engine's open-vocabulary ASR (its command grammar would stop at
     "... equals")."""
-    return words(engine.recognize(clip.resample(16000).samples, 16000, mode="open").text)
+    return words(engine.recognize(clip.resample(16000).samples, 16000, mode="auto").text)
 
 
 def dialog(server: Any, **kw: Any) -> Dialog:

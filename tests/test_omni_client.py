@@ -40,7 +40,7 @@ def question(engine: Any) -> Clip:
 def heard_in(engine: Any, clip: Clip) -> list[str]:
     """Words the engine's open-vocabulary ASR hears in ``clip`` (the default "auto" search prefers
     its grammar of questions, which drops an answer's last word)."""
-    text: str = engine.recognize(clip.resample(16000).samples, 16000, mode="open").text
+    text: str = engine.recognize(clip.resample(16000).samples, 16000, mode="auto").text
     return text.split()
 
 

@@ -161,7 +161,7 @@ def heard_in(engine: Any, pcm: bytes, rate: int) -> list[str]:
     """The words the engine's open-vocabulary ASR recognises in TTS audio received at ``rate``
     (its command grammar would stop at "... equals")."""
     clip = Clip.from_pcm(pcm, rate).resample(16000)
-    return words(engine.recognize(clip.samples, 16000, mode="open").text)
+    return words(engine.recognize(clip.samples, 16000, mode="auto").text)
 
 
 def words(text: str) -> list[str]:

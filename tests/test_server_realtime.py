@@ -31,7 +31,7 @@ def words_in_audio(engine: Any, pcm24k: bytes) -> str:
     """What the engine's open-vocabulary ASR hears in answer audio (PCM16 24 kHz). The default
     ("auto") search prefers the engine's grammar of *questions*, which drops the answer's last word."""
     clip = Clip.from_pcm(pcm24k, 24000).resample(16000)
-    text: str = engine.recognize(clip.samples, 16000, mode="open").text
+    text: str = engine.recognize(clip.samples, 16000, mode="auto").text
     return text
 
 
