@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from nbtoolkit.local.engine import Engine
-from nbtoolkit.local.engine.asr import Recognizer, word_errors
+from nbtoolkit.local.engine.asr import Recognizer, Speculation, factor_grammar, word_errors
 
 SPEECH = Path(__file__).parent / "data" / "speech"
 
@@ -207,3 +207,50 @@ def test_decoding_lets_other_threads_run(engine: Engine) -> None:
     stop.set()
     ticker.join(timeout=5)
     assert ticks_while_decoding >= 10
+
+
+# ---------------------------------------------------------------------- grammar and speculation
+def test_factored_grammar_is_a_prefix_tree_of_the_same_sentences() -> None:
+    grammar = "#JSGF V1.0;\ngrammar g;\npublic <u> = (a b) | (a b c) | (a d) | (<n> e);\n"
+    assert factor_grammar(grammar).endswith("public <u> = (a (b [c] | d) | <n> e);\n")
+    nested = "#JSGF V1.0;\ngrammar g;\npublic <u> = (a [b]) | (c);\n"
+    assert factor_grammar(nested) == nested  # not plain word sequences: left as written
+
+
+def test_speculation_reuses_the_transcript_of_an_unchanged_utterance(engine: Engine) -> None:
+    calls: list[int] = []
+
+    def transcribe(pcm: np.ndarray, rate: int) -> str:
+        calls.append(len(pcm))
+        return engine.transcribe(pcm, rate)
+
+    ahead = Speculation(transcribe)
+    audio = _padded(engine, "what is in front of me").tobytes()
+    ahead.start(audio, 16000)
+    ahead.start(audio, 16000)  # the same utterance again is not decoded twice
+    assert ahead.result(audio, 16000) == "what is in front of me"
+    assert len(calls) == 1
+
+
+def test_speculation_is_dropped_when_the_utterance_changed(engine: Engine) -> None:
+    calls: list[int] = []
+
+    def transcribe(pcm: np.ndarray, rate: int) -> str:
+        calls.append(len(pcm))
+        return engine.transcribe(pcm, rate)
+
+    ahead = Speculation(transcribe)
+    ahead.start(_padded(engine, "what is two times").tobytes(), 16000)
+    final = _padded(engine, "what is two times three").tobytes()
+    assert ahead.result(final, 16000) == "what is two times three"
+    assert len(final) // 2 in calls  # decoded anew (the guess may still be running)
+
+
+def test_speculation_reports_the_transcriber_failure_to_the_caller() -> None:
+    def broken(pcm: np.ndarray, rate: int) -> str:
+        raise RuntimeError("decoder gone")
+
+    ahead = Speculation(broken)
+    ahead.start(b"\x00\x01" * 100, 16000)
+    with pytest.raises(RuntimeError, match="decoder gone"):
+        ahead.result(b"\x00\x01" * 100, 16000)

@@ -165,3 +165,43 @@ def test_threshold_maps_to_webrtcvad_aggressiveness() -> None:
         aggressiveness(1.5)
     with pytest.raises(ValueError):
         VadStream(threshold=-0.1)
+
+
+# ---------------------------------------------------------------------- speech_paused hints
+def test_pause_hint_carries_exactly_the_audio_the_stop_will_carry(engine: Engine) -> None:
+    rate = 24000
+    pcm = _utterance(engine, "what is two times three", rate)
+    events = _feed(engine.vad(rate=rate, pauses=True), pcm)
+    assert [e.kind for e in events] == ["speech_started", "speech_paused", "speech_stopped"]
+    _, paused, stopped = events
+    assert paused.audio == stopped.audio and paused.t_ms == stopped.t_ms
+    assert paused.decided_ms is not None and stopped.decided_ms is not None
+    # the hint comes TAIL_MS into the silence, the stop a whole window later
+    assert paused.decided_ms - paused.t_ms >= TAIL_MS
+    assert paused.decided_ms < stopped.decided_ms
+    assert engine.transcribe(np.frombuffer(paused.audio or b"", "<i2"), rate) == (
+        "what is two times three"
+    )
+
+
+def test_speech_resuming_after_a_pause_gives_a_new_hint_and_one_stop(engine: Engine) -> None:
+    rate = 16000
+    pcm = np.concatenate(
+        [
+            _utterance(engine, "what is two", rate, after=0.2),
+            _utterance(engine, "times three", rate, before=0.0),
+        ]
+    )
+    events = _feed(engine.vad(rate=rate, pauses=True), pcm)
+    kinds = [e.kind for e in events]
+    assert kinds == ["speech_started", "speech_paused", "speech_paused", "speech_stopped"]
+    first, second, stopped = events[1:]
+    assert first.audio != stopped.audio and second.audio == stopped.audio
+    heard = engine.transcribe(np.frombuffer(stopped.audio or b"", "<i2"), rate)
+    assert heard == "what is two times three"
+
+
+def test_a_window_no_longer_than_the_tail_gives_no_hint(engine: Engine) -> None:
+    pcm = _utterance(engine, "hello", 16000)
+    events = _feed(engine.vad(silence_duration_ms=TAIL_MS, pauses=True), pcm)
+    assert [e.kind for e in events] == ["speech_started", "speech_stopped"]

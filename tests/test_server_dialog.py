@@ -393,3 +393,21 @@ def test_wrong_token_is_refused_before_the_session(server):
         ws.send(envelope("run-task", "Start", {"upstream": {"mode": "push2talk"}}))
         ws.recv(timeout=timeout(10))
     assert refused.value.rcvd is not None and refused.value.rcvd.code == 1008
+
+
+def test_tap2talk_pause_inside_a_question_is_heard_whole(server, engine):
+    """The server starts recognising at the pause; the resumed speech replaces that guess."""
+    pause = bytes(6400)  # 0.2 s, plus eSpeak's own ~0.3 s: under the VAD window, over its tail
+    first = Clip.from_array(engine.synthesize("what is two", rate=16000), 16000).to_pcm()
+    second = Clip.from_array(engine.synthesize("times three", rate=16000), 16000).to_pcm()
+    with sdk_dialog(server, "tap2talk") as (conv, cb):
+        conv.start_speech()
+        for chunk in frames(bytes(3200) + first + pause + second + SILENCE):
+            conv.send_audio_data(chunk)
+        cb.wait(lambda n, v: n == "responding_ended")
+        cb.wait_state("Listening")
+    heard = [v for n, v in cb.log if n == "speech_content" and v["finished"]]
+    assert [h["text"] for h in heard] == ["what is two times three"]
+    assert "six" in words(answer_text(cb))
+    names = cb.names()
+    assert names.index("speech_ended") < names.index("state:Thinking")

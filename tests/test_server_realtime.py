@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import queue
+import re
 from typing import Any
 
 import numpy as np
@@ -308,3 +309,48 @@ def test_wrong_token_is_refused(server: Any) -> None:
     with pytest.raises(ConnectionClosed) as info:
         asyncio.run(attempt())
     assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+
+
+def test_server_vad_pause_inside_a_question_is_transcribed_whole_in_protocol_order(
+    server: Any, engine: Any
+) -> None:
+    """A pause makes the server start recognising "what is two" early; when the
+    speech resumes that guess must be dropped and the whole question heard and answered."""
+    rate, pad = 16000, np.zeros(3200, dtype=np.int16)
+    first = np.asarray(engine.synthesize("what is two", rate=rate), dtype=np.int16)
+    second = np.asarray(engine.synthesize("times three", rate=rate), dtype=np.int16)
+    # 0.2 s, plus eSpeak's own ~0.3 s around words: under the 800 ms window, over the VAD tail
+    pcm = np.concatenate([pad, first, np.zeros(rate // 5, np.int16), second, pad])
+    from dashscope.audio.qwen_omni import MultiModality
+
+    cb = _Callback()
+    conv = _sdk(server, cb)
+    try:
+        conv.update_session(
+            output_modalities=[MultiModality.AUDIO, MultiModality.TEXT], voice="Serena"
+        )
+        for clip in (pcm.astype("<i2").tobytes(), bytes(rate * 3)):
+            for i in range(0, len(clip), 3200):
+                conv.append_audio(base64.b64encode(clip[i : i + 3200]).decode())
+        events = cb.until("response.done", 60)
+    finally:
+        conv.close()
+    kinds = [e["type"] for e in events]
+    assert kinds.count("input_audio_buffer.speech_stopped") == 1
+    order = [
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.created",
+        "conversation.item.input_audio_transcription.completed",
+        "response.created",
+        "response.audio.delta",
+    ]
+    assert [kinds.index(k) for k in order] == sorted(kinds.index(k) for k in order)
+    heard = next(
+        e["transcript"]
+        for e in events
+        if e["type"] == "conversation.item.input_audio_transcription.completed"
+    )
+    assert heard == "what is two times three"
+    answer = "".join(e["delta"] for e in events if e["type"] == "response.audio_transcript.delta")
+    assert "six" in re.findall(r"[a-z]+", answer.lower())

@@ -67,9 +67,11 @@ class Engine:
         prefix_padding_ms: int = 300,
         silence_duration_ms: int = 800,
         rate: int = 16000,
+        *,
+        pauses: bool = False,
     ) -> VadStream:
-        """A new VAD stream (one per audio stream)."""
-        return VadStream(threshold, prefix_padding_ms, silence_duration_ms, rate)
+        """A new VAD stream (one per audio stream); ``pauses`` adds ``speech_paused`` hints."""
+        return VadStream(threshold, prefix_padding_ms, silence_duration_ms, rate, pauses=pauses)
 
     # ------------------------------------------------------------------ answers
     def respond(

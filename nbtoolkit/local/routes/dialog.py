@@ -8,6 +8,10 @@ barge-in, RequestToSpeak and Stop are seen while the server speaks, and abandon 
 TTS audio goes out in 100 ms binary frames at up to :data:`TTS_SPEED` times real time after a
 :data:`TTS_LEAD` head start, as a streaming TTS service sends faster than playback but not all at
 once; so a barge-in really cuts the answer short (clients must drop what they buffered).
+
+In tap2talk and duplex modes the ASR starts on the VAD's ``speech_paused`` hint, in a worker thread
+(:class:`~nbtoolkit.local.engine.asr.Speculation`), so the transcript is usually ready when the
+silence window ends; the frames still go out in the protocol's order.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from nbtoolkit.audio.clip import Clip
 from nbtoolkit.config import LOOPBACK_HOSTS
 from nbtoolkit.errors import BackendError, ProtocolError
 from nbtoolkit.local.auth import check_websocket
+from nbtoolkit.local.engine.asr import Speculation
 from nbtoolkit.local.faults import Faults, abort_connection
 from nbtoolkit.protocols.dialog import (
     MAX_IMAGE_BYTES,
@@ -84,6 +89,8 @@ class _Connection:
         self.engine: Any = ws.app.state.engine
         self.session = DialogSession(dialog_id=uuid.uuid4().hex)
         self.vad: Any = None
+        # the engine is looked up per call (a stub engine may lack transcribe)
+        self.ahead = Speculation(lambda pcm, rate: self.engine.transcribe(pcm, rate))
         self.task: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
         self.answer_frames = 0  # counted for the drop/malformed/unknown faults
@@ -152,10 +159,13 @@ class _Connection:
 
     async def _detect(self, pcm: bytes) -> None:
         if self.vad is None:
-            self.vad = self.engine.vad(rate=self.session.options.input_rate)
+            self.vad = self.engine.vad(rate=self.session.options.input_rate, pauses=True)
         events = await asyncio.to_thread(self.vad.feed, pcm)
         for ev in events:
-            await self.perform(self.session.on_vad(ev.kind, ev.audio))
+            if ev.kind == "speech_paused":
+                self.ahead.start(ev.audio, self.vad.rate)
+            else:
+                await self.perform(self.session.on_vad(ev.kind, ev.audio))
 
     def _cancel_round(self) -> None:
         if self.task is not None and not self.task.done():
@@ -188,9 +198,8 @@ class _Connection:
 
     async def _step(self, action: _EngineAction) -> list[Output]:
         if isinstance(action, Transcribe):
-            pcm = np.frombuffer(action.pcm[: len(action.pcm) // 2 * 2], dtype="<i2")
-            text = await asyncio.to_thread(self.engine.transcribe, pcm, action.rate)
-            self.heard, self.heard_seconds = text, len(pcm) / action.rate
+            text = await asyncio.to_thread(self.ahead.result, action.pcm, action.rate)
+            self.heard, self.heard_seconds = text, len(action.pcm) // 2 / action.rate
             return self.session.on_transcript(action.round, text)
         if isinstance(action, Respond):
             images = [self._image_bytes(ref) for ref in action.images]

@@ -5,6 +5,11 @@ I/O around it: one receive loop feeding client frames to the session, one writer
 frames (and injecting :class:`~nbtoolkit.local.faults.Faults`), a server VAD stream when
 ``turn_detection`` asks for one, and one task per response that asks the engine for the answer and
 streams it as ~100 ms audio deltas, so a barge-in or ``response.cancel`` can cut it short.
+
+With server VAD the ASR starts early: on the VAD's ``speech_paused`` hint the utterance so far is
+transcribed in a worker thread (:class:`~nbtoolkit.local.engine.asr.Speculation`), so by the time
+the silence window has passed and ``speech_stopped`` is sent the transcript is usually ready; the
+events still go out in the protocol's order.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.local.auth import check_websocket
+from nbtoolkit.local.engine.asr import Speculation
 from nbtoolkit.local.faults import Faults, abort_connection
 from nbtoolkit.local.server import MAX_WS_MESSAGE
 from nbtoolkit.protocols.realtime import (
@@ -104,6 +110,8 @@ class _Connection:
         self.sent = 0
         self.injected: set[str] = set()
         self.vad: Any = None
+        # the engine is looked up per call: a test may swap it, and a stub may lack transcribe
+        self.ahead = Speculation(lambda pcm, rate: self.engine.transcribe(pcm, rate))
         self.answer: asyncio.Task[None] | None = None
         self.history: list[tuple[str, str]] = []
 
@@ -165,18 +173,20 @@ class _Connection:
                         prefix_padding_ms=int(s["prefix_padding_ms"]),
                         silence_duration_ms=int(s["silence_duration_ms"]),
                         rate=INPUT_RATE,
+                        pauses=True,
                     )
                 )
             elif isinstance(action, FeedVad) and self.vad is not None:
                 for ev in await asyncio.to_thread(self.vad.feed, action.pcm):
-                    if ev.kind == "speech_started":
+                    if ev.kind == "speech_paused":
+                        self.ahead.start(ev.audio, INPUT_RATE)
+                    elif ev.kind == "speech_started":
                         await self._apply(self.session.speech_started(ev.t_ms))
                     elif ev.kind == "speech_stopped":
                         await self._apply(self.session.speech_stopped(ev.t_ms, ev.audio))
             elif isinstance(action, NeedTranscript):
-                pcm = np.frombuffer(action.audio, dtype="<i2").astype(np.int16)
                 try:
-                    text = await asyncio.to_thread(self.engine.transcribe, pcm, INPUT_RATE)
+                    text = await asyncio.to_thread(self.ahead.result, action.audio, INPUT_RATE)
                 except Exception as exc:  # the ASR failed: report it, answer what we can
                     log.warning("realtime transcription failed: %s", type(exc).__name__)
                     failed = f"engine error: {type(exc).__name__}"
