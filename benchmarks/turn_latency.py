@@ -61,6 +61,8 @@ async def one_turn(rt: OmniRealtime, speech: Clip, timeout: float = 30.0) -> Tur
     """Say ``speech`` at real-time pace, then silence until the answer is done."""
     step = RATE * CHUNK_MS // 1000
     pcm = speech.to_pcm()
+    # a microphone's chunks are all full: the speech's last one is completed by the silence after it
+    pcm += bytes(-len(pcm) % (step * 2))
     silence = bytes(step * 2)
     answer: list[str] = []
     done = asyncio.Event()

@@ -217,6 +217,25 @@ def test_factored_grammar_is_a_prefix_tree_of_the_same_sentences() -> None:
     assert factor_grammar(nested) == nested  # not plain word sequences: left as written
 
 
+def test_two_step_grammar_decode_hears_what_one_pass_over_the_whole_grammar_hears(
+    engine: Engine,
+) -> None:
+    from nbtoolkit.local.engine.responder import domain_grammar
+
+    two_step = Recognizer(mode="domain")
+    one_pass = Recognizer(mode="domain", grammar=domain_grammar())
+    spoken = [
+        "what is six plus three",  # a question: the small grammar alone
+        "seven times three equals twenty one",  # the responder's answers: the second pass
+        "twelve divided by four equals three",
+        "the birch canoe slid on the smooth planks",  # outside the domain
+    ]
+    clips = [_padded(engine, s) for s in spoken] + [_recording("tidigits/dhd.2934z.raw")]
+    heard = [two_step.recognize(pcm, mode="domain").text for pcm in clips]
+    assert heard[:3] == spoken[:3]
+    assert heard == [one_pass.recognize(pcm, mode="domain").text for pcm in clips]
+
+
 def test_speculation_reuses_the_transcript_of_an_unchanged_utterance(engine: Engine) -> None:
     calls: list[int] = []
 

@@ -166,23 +166,29 @@ def domain_sentences() -> list[str]:
     return out
 
 
-def domain_grammar() -> str:
-    """The domain as a JSGF grammar (what :mod:`nbtoolkit.local.engine.asr` decodes with)."""
+def domain_grammar(answers: bool = True) -> str:
+    """The domain as a JSGF grammar (what :mod:`nbtoolkit.local.engine.asr` decodes with).
+
+    With ``answers=False`` only the questions and commands: about ten times faster to decode, and
+    what a user says; the ASR decodes with the whole grammar only when that one hears "… equals".
+    """
     arith = " | ".join(
         "(" + t.format(a="<num>", op="<op>", b="<num>") + ")" for t in _ARITHMETIC_TEMPLATES
     )
-    fixed = " | ".join(f"({p})" for p in COMMAND_PHRASES)
-    # The responder's own spoken answers ("one plus one equals two", "… equals minus six") are in the
-    # grammar too, so transcribing the engine's reply audio gives back its words. Only the *correct*
-    # answers: a free "<num> <op> <num> equals <any number>" rule also matches digit strings such as
-    # "two nine three four zero" and steals them from the open vocabulary.
-    answers = " | ".join(f"({a})" for a in _spoken_answers())
+    alternatives = [arith]
+    if answers:
+        # The responder's own spoken answers ("one plus one equals two", "… equals minus six") are
+        # in the grammar too, so transcribing the engine's reply audio gives back its words. Only
+        # the *correct* answers: a free "<num> <op> <num> equals <any number>" rule also matches
+        # digit strings such as "two nine three four zero" and steals them from the open vocabulary.
+        alternatives.append(" | ".join(f"({a})" for a in _spoken_answers()))
+    alternatives.append(" | ".join(f"({p})" for p in COMMAND_PHRASES))
     return (
         "#JSGF V1.0;\n"
         "grammar nbtoolkit;\n"
         f"<num> = {' | '.join(NUMBER_WORDS)};\n"
         f"<op> = {' | '.join(_SPOKEN_OPS)};\n"
-        f"public <utterance> = {arith} | {answers} | {fixed};\n"
+        f"public <utterance> = {' | '.join(alternatives)};\n"
     )
 
 
