@@ -10,6 +10,7 @@ import threading
 import time
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -187,7 +188,7 @@ def test_decoding_lets_other_threads_run(engine: Engine) -> None:
     at its edges (one or two ticks); released, the ticker loops many times while the decode runs.
     """
     pcm = _recording("librivox/sense_and_sensibility_01_austen_64kb-0890.wav")
-    assert engine.recognizer._open_decoder().releases_gil
+    assert engine.recognizer._open.load().releases_gil
     decoding = threading.Event()
     stop = threading.Event()
     ticks_while_decoding = 0
@@ -273,3 +274,71 @@ def test_speculation_reports_the_transcriber_failure_to_the_caller() -> None:
     ahead.start(b"\x00\x01" * 100, 16000)
     with pytest.raises(RuntimeError, match="decoder gone"):
         ahead.result(b"\x00\x01" * 100, 16000)
+
+
+# ---------------------------------------------------------------------- decoder pool
+class _WaitingDecoder:
+    """Stands in for a pocketsphinx decoder: each decode waits at a barrier."""
+
+    def __init__(self, barrier: threading.Barrier) -> None:
+        self.barrier = barrier
+
+    def decode(self, pcm: np.ndarray) -> tuple[str, float | None]:
+        self.barrier.wait()
+        return "ok", -1.0
+
+
+def test_decoder_pool_decodes_as_many_utterances_at_once_as_it_has_decoders() -> None:
+    from nbtoolkit.local.engine.asr import _Pool
+
+    barrier = threading.Barrier(2, timeout=10)  # broken unless two decodes are in it together
+    made: list[int] = []
+
+    def make() -> Any:
+        made.append(1)
+        return _WaitingDecoder(barrier)
+
+    pool = _Pool(make, size=2)
+    results: list[tuple[str, float | None]] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(pool.decode(np.zeros(1, np.int16))))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=15)
+    assert results == [("ok", -1.0), ("ok", -1.0)]
+    assert len(made) == 2
+
+
+def test_decoder_pool_never_makes_more_decoders_than_its_size() -> None:
+    from nbtoolkit.local.engine.asr import _Pool
+
+    made: list[int] = []
+    inside = threading.Semaphore(0)
+    release = threading.Event()
+
+    class Slow:
+        def decode(self, pcm: np.ndarray) -> tuple[str, float | None]:
+            inside.release()
+            assert release.wait(timeout=10)
+            return "ok", None
+
+    def make() -> Any:
+        made.append(1)
+        return Slow()
+
+    pool = _Pool(make, size=1)
+    threads = [
+        threading.Thread(target=pool.decode, args=(np.zeros(1, np.int16),)) for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    assert inside.acquire(timeout=10)  # one decode is running…
+    assert not inside.acquire(timeout=0.3)  # …and the others wait for its decoder
+    release.set()
+    for t in threads:
+        t.join(timeout=15)
+    assert not any(t.is_alive() for t in threads)
+    assert len(made) == 1

@@ -44,7 +44,8 @@ margins are all below −1.3.
 benchmarks/engine.py prints WER and real-time factor per mode on the real recordings and on
 eSpeak speech.
 
-Decoders are not thread-safe: each has its own lock. An utterance is decoded in one call with
+Decoders are not thread-safe: each kind has a pool of up to one decoder per core, and a decode
+borrows a free one. An utterance is decoded in one call with
 ``full_utt=True`` (cepstral mean over the whole utterance: deterministic, and the most accurate —
 feeding 0.25 s chunks with live CMN raised WER on the real recordings from 21 % to 26–36 %).
 pocketsphinx's Cython ``process_raw`` holds the GIL for the whole decode (0.5 s for a 3 s sentence
@@ -57,6 +58,7 @@ ordinary ``process_raw`` is used.
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 import time
@@ -206,11 +208,10 @@ def _nogil_process_raw(decoder: Any) -> Any:
 
 
 class _Decoder:
-    """One pocketsphinx decoder with its lock."""
+    """One pocketsphinx decoder; used by one thread at a time (see :class:`_Pool`)."""
 
     def __init__(self, decoder: Any, score_scale: float = 1.0) -> None:
         self.decoder = decoder
-        self.lock = threading.Lock()
         self.score_scale = score_scale
         nogil = _nogil_process_raw(decoder)
         #: True when decoding releases the GIL (the ctypes path)
@@ -220,23 +221,71 @@ class _Decoder:
     def decode(self, pcm: np.ndarray) -> tuple[str, float | None]:
         """(hypothesis, score per speech frame) for one utterance of 16 kHz int16 audio."""
         d = self.decoder
-        with self.lock:
-            d.start_utt()
-            try:
-                self._process(pcm)
-            finally:
-                d.end_utt()
-            hyp = d.hyp()
-            text = " ".join(w for w in (hyp.hypstr if hyp else "").split() if not _filler(w))
-            if not text:
-                return "", None
-            total = frames = 0.0
-            for seg in d.seg() or ():
-                if _filler(seg.word) or seg.end_frame < seg.start_frame:
-                    continue
-                total += self.score_scale * math.log(max(seg.ascore, 1e-300))
-                frames += seg.end_frame - seg.start_frame + 1
+        d.start_utt()
+        try:
+            self._process(pcm)
+        finally:
+            d.end_utt()
+        hyp = d.hyp()
+        text = " ".join(w for w in (hyp.hypstr if hyp else "").split() if not _filler(w))
+        if not text:
+            return "", None
+        total = frames = 0.0
+        for seg in d.seg() or ():
+            if _filler(seg.word) or seg.end_frame < seg.start_frame:
+                continue
+            total += self.score_scale * math.log(max(seg.ascore, 1e-300))
+            frames += seg.end_frame - seg.start_frame + 1
         return text, (total / frames if frames else None)
+
+
+class _Pool:
+    """Up to ``size`` decoders of one kind, made when first needed; a decode borrows a free one.
+
+    pocketsphinx decoders are not thread-safe, and one decoder per kind would let only one
+    utterance of that kind be decoded at a time, leaving the other cores idle under concurrent
+    sessions or a batch.
+    """
+
+    def __init__(self, make: Callable[[], _Decoder], size: int) -> None:
+        self._make = make
+        self._size = max(1, size)
+        self._free: list[_Decoder] = []
+        self._made = 0
+        self._ready = threading.Condition()
+
+    def load(self) -> _Decoder:
+        """Make the first decoder now (model loading takes a while); returns one for inspection."""
+        decoder = self._borrow()
+        self._give_back(decoder)
+        return decoder
+
+    def decode(self, pcm: np.ndarray) -> tuple[str, float | None]:
+        decoder = self._borrow()
+        try:
+            return decoder.decode(pcm)
+        finally:
+            self._give_back(decoder)
+
+    def _borrow(self) -> _Decoder:
+        with self._ready:
+            while not self._free and self._made >= self._size:
+                self._ready.wait()
+            if self._free:
+                return self._free.pop()
+            self._made += 1
+        try:
+            return self._make()
+        except BaseException:
+            with self._ready:
+                self._made -= 1
+                self._ready.notify()
+            raise
+
+    def _give_back(self, decoder: _Decoder) -> None:
+        with self._ready:
+            self._free.append(decoder)
+            self._ready.notify()
 
 
 def factor_grammar(grammar: str) -> str:
@@ -354,15 +403,17 @@ class Recognizer:
     ``grammar`` is a JSGF grammar (default: the responder's phrases). Decoders load lazily on first use.
     """
 
-    def __init__(self, mode: Mode = "auto", grammar: str | None = None) -> None:
+    def __init__(
+        self, mode: Mode = "auto", grammar: str | None = None, decoders: int | None = None
+    ) -> None:
         if mode not in ("auto", "domain", "open"):
             raise ValueError(f"asr mode must be 'auto', 'domain' or 'open', not {mode!r}")
         self.mode: Mode = mode
         self._grammar = grammar
-        self._domain: _Decoder | None = None
-        self._questions: _Decoder | None = None
-        self._open: _Decoder | None = None
-        self._load_lock = threading.Lock()
+        size = decoders or os.cpu_count() or 1
+        self._domain = _Pool(self._domain_decoder, size)
+        self._questions = _Pool(self._questions_decoder, size)
+        self._open = _Pool(self._open_decoder, size)
 
     # ------------------------------------------------------------------ loading
     @staticmethod
@@ -375,46 +426,38 @@ class Recognizer:
         return _Decoder(d, _GRAMMAR_SCORE_SCALE)
 
     def _domain_decoder(self) -> _Decoder:
-        with self._load_lock:
-            if self._domain is None:
-                from nbtoolkit.local.engine.responder import domain_grammar
+        from nbtoolkit.local.engine.responder import domain_grammar
 
-                self._domain = self._grammar_decoder(self._grammar or domain_grammar())
-            return self._domain
+        return self._grammar_decoder(self._grammar or domain_grammar())
 
     def _questions_decoder(self) -> _Decoder:
-        with self._load_lock:
-            if self._questions is None:
-                from nbtoolkit.local.engine.responder import domain_grammar
+        from nbtoolkit.local.engine.responder import domain_grammar
 
-                self._questions = self._grammar_decoder(domain_grammar(answers=False))
-            return self._questions
+        return self._grammar_decoder(domain_grammar(answers=False))
+
+    @staticmethod
+    def _open_decoder() -> _Decoder:
+        import pocketsphinx as ps
+
+        return _Decoder(ps.Decoder(loglevel="FATAL"))
 
     def _decode_domain(self, audio: np.ndarray) -> tuple[str, float | None]:
         """The grammar's hypothesis and score (see "domain" in the module docstring)."""
         if self._grammar is not None:
-            return self._domain_decoder().decode(audio)
-        text, score = self._questions_decoder().decode(audio)
+            return self._domain.decode(audio)
+        text, score = self._questions.decode(audio)
         if "equals" not in text.split():
             return text, score
-        return self._domain_decoder().decode(audio)
-
-    def _open_decoder(self) -> _Decoder:
-        with self._load_lock:
-            if self._open is None:
-                import pocketsphinx as ps
-
-                self._open = _Decoder(ps.Decoder(loglevel="FATAL"))
-            return self._open
+        return self._domain.decode(audio)
 
     def load(self) -> None:
-        """Load the decoders this mode needs now (otherwise on first use)."""
+        """Load one decoder of each kind this mode needs now (otherwise on first use)."""
         if self.mode in ("auto", "domain"):
-            self._domain_decoder()
+            self._domain.load()
             if self._grammar is None:
-                self._questions_decoder()
+                self._questions.load()
         if self.mode in ("auto", "open"):
-            self._open_decoder()
+            self._open.load()
 
     # ------------------------------------------------------------------ decoding
     def transcribe(self, pcm: np.ndarray, rate: int = ASR_RATE, mode: Mode | None = None) -> str:
@@ -450,14 +493,14 @@ class Recognizer:
             )
 
         if mode == "open":
-            text, score = self._open_decoder().decode(audio)
+            text, score = self._open.decode(audio)
             return done(text, "open", None, None, text, score)
         dom, conf = self._decode_domain(audio)
         if mode == "domain":
             return done(dom, "domain", conf, dom, None)
         if dom and conf is not None and conf >= ACCEPT_SCORE:
             return done(dom, "domain", conf, dom, None)
-        opn, open_score = self._open_decoder().decode(audio)
+        opn, open_score = self._open.decode(audio)
         if dom and conf is not None:
             margin = 0.0 if conf >= NEAR_SCORE else MARGIN
             fits = conf >= FLOOR_SCORE and (open_score is None or conf - open_score >= margin)
