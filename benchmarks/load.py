@@ -17,8 +17,11 @@ Reported, for one session alone and then for N at once (same run, same server, s
   second rounded up) against the same rule applied to the bytes received.
 * **first-audio latency** — end of speech as the server VAD placed it (``speech_stopped.audio_end_ms``
   on the clock of what was sent) → first ``response.audio.delta`` of the answer received, p50 and
-  p95, and their ratio N sessions / 1 session.
-* server RSS before and after.
+  p95, and their ratio N sessions / 1 session. Only answers that got audio count, so read it with
+  **answered** (responses that completed) and **transcript latency** (end of speech → its
+  ``transcription.completed``), which every turn has: an answer still pending when the next
+  question starts is cancelled by it (barge-in, as the protocol says), with no audio.
+* server RSS before and after, and CPU (server process and this client) per second of each run.
 
 Loopback only; the server is ``nbtoolkit serve`` in a subprocess (so client work does not share its
 GIL), stopped at the end. Every loop is bounded; the run stops by itself.
@@ -73,6 +76,7 @@ class Stats:
     speech_stopped: list[int] = field(default_factory=list)  # server audio_end_ms
     heard: int = 0
     latencies: list[float] = field(default_factory=list)
+    transcript_latencies: list[float] = field(default_factory=list)
     responses: int = 0
     cancelled: int = 0
     audio_frames: int = 0
@@ -158,6 +162,8 @@ async def _receive(ws: Any, stats: Stats, t0: float) -> None:
                 stopped_at = t0 + event["audio_end_ms"] / 1000
             elif kind == "conversation.item.input_audio_transcription.completed":
                 stats.heard += "plus" in event["transcript"].split()
+                if stopped_at is not None:
+                    stats.transcript_latencies.append(now - stopped_at)
             elif kind == "response.audio.delta":
                 rid = event["response_id"]
                 stats.audio_frames += 1
@@ -228,6 +234,25 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_run(pid: int, label: str, *args: Any) -> list[Stats]:
+    """One :func:`run`, then how long it took and the CPU the server and this client used."""
+    t, server0, client0 = time.monotonic(), cpu_s(pid), time.process_time()
+    stats = asyncio.run(run(*args))
+    wall = time.monotonic() - t
+    server, client = cpu_s(pid) - server0, time.process_time() - client0
+    print(
+        f"  {label} done in {wall:.0f} s; CPU per second: server {server / wall:.2f}, "
+        f"client {client / wall:.2f} (of {os.cpu_count()} cores); server RSS {rss_mb(pid):.0f} MB"
+    )
+    return stats
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -259,6 +284,7 @@ async def run(
 
 def summary(name: str, all_stats: list[Stats], period_ms: int) -> dict[str, Any]:
     lat = [x for s in all_stats for x in s.latencies]
+    heard = [x for s in all_stats for x in s.transcript_latencies]
     row = {
         "run": name,
         "sessions": len(all_stats),
@@ -270,9 +296,12 @@ def summary(name: str, all_stats: list[Stats], period_ms: int) -> dict[str, Any]
         "appends lost": sum(appends_lost(s, period_ms) for s in all_stats),
         "responses": sum(s.responses for s in all_stats),
         "cancelled (barge-in)": sum(s.cancelled for s in all_stats),
+        "answered": sum(s.responses - s.cancelled for s in all_stats),
         "audio frames": sum(s.audio_frames for s in all_stats),
         "audio frames lost": sum(s.audio_frames_short for s in all_stats),
         "errors": sum(len(s.errors) for s in all_stats),
+        "transcript p50 s": pct(heard, 50),
+        "transcript p95 s": pct(heard, 95),
         "first audio p50 s": pct(lat, 50),
         "first audio p95 s": pct(lat, 95),
     }
@@ -307,17 +336,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rss0 = rss_mb(proc.pid)
         print(f"period {period_ms} ms (question {speech_ms} ms); server RSS {rss0:.0f} MB")
-        t = time.monotonic()
-        one_stats = asyncio.run(run(url, token, 1, args.seconds, period, turn_ms, ping))
+        one_stats = timed_run(
+            proc.pid, "1 session", url, token, 1, args.seconds, period, turn_ms, ping
+        )
         one = summary("1 session", one_stats, period_ms)
         rss_one = rss_mb(proc.pid)
-        print(f"  1 session done in {time.monotonic() - t:.0f} s; server RSS {rss_one:.0f} MB")
-        t = time.monotonic()
-        many_stats = asyncio.run(
-            run(url, token, args.sessions, args.seconds, period, turn_ms, ping)
+        label = f"{args.sessions} sessions"
+        many_stats = timed_run(
+            proc.pid, label, url, token, args.sessions, args.seconds, period, turn_ms, ping
         )
-        many = summary(f"{args.sessions} sessions", many_stats, period_ms)
-        print(f"  {args.sessions} sessions done in {time.monotonic() - t:.0f} s")
+        many = summary(label, many_stats, period_ms)
         rss1 = rss_mb(proc.pid)
     finally:
         proc.terminate()

@@ -9,6 +9,9 @@ Routes (each in :mod:`nbtoolkit.local.routes`):
 * ``POST /audio/chat/completions`` — the audio-modalities SSE format Agora's engine calls
 
 Use :func:`start` for a background server in a notebook or test, or ``nbtoolkit serve``.
+
+Each app owns a bounded engine pool (``app.state.engine_pool``, one thread per core) on which the
+routes run engine work; see :mod:`nbtoolkit.local.routes` for why.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import secrets
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import uvicorn
@@ -28,6 +32,7 @@ from nbtoolkit.config import Endpoints, Secret, local_endpoints
 from nbtoolkit.errors import ConfigError
 from nbtoolkit.local.faults import Faults
 from nbtoolkit.local.limits import BodyLimit
+from nbtoolkit.local.routes import engine_pool
 
 __all__ = ["MAX_HTTP_BODY", "MAX_WS_MESSAGE", "LocalServer", "create_app", "start"]
 
@@ -50,6 +55,7 @@ def create_app(token: str, engine: Any = None, faults: Faults | None = None) -> 
 
         engine = Engine()
     app.state.engine = engine
+    app.state.engine_pool = engine_pool()
     app.add_middleware(BodyLimit, default=MAX_HTTP_BODY)
 
     @app.exception_handler(HTTPException)
@@ -138,6 +144,10 @@ class LocalServer:
         self._server.should_exit = True
         self._thread.join(timeout)
         self._sock.close()
+        pool: ThreadPoolExecutor | None = getattr(self.app.state, "engine_pool", None)
+        if pool is not None:
+            # queued engine work is dropped; a job already running finishes in its (idle) thread
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> LocalServer:
         return self

@@ -17,18 +17,19 @@ Differences from S002, on purpose:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
+from starlette.applications import Starlette
 
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.errors import AudioError, ProtocolError
 from nbtoolkit.local.auth import check_http
 from nbtoolkit.local.faults import Faults
+from nbtoolkit.local.routes import run_engine
 from nbtoolkit.local.server import MAX_HTTP_BODY
 from nbtoolkit.protocols.audio_modalities import (
     PATH,
@@ -83,11 +84,11 @@ async def _read_body(request: Request) -> bytes:
 
 
 async def _frames(
-    produce: Callable[[], Awaitable[tuple[str, Clip | None]]], faults: Faults
+    app: Starlette, produce: Callable[[], Awaitable[tuple[str, Clip | None]]], faults: Faults
 ) -> AsyncIterator[bytes]:
     try:
         text, clip = await produce()
-        frames = await asyncio.to_thread(lambda: list(response_frames(text, clip)))
+        frames = await run_engine(app, lambda: list(response_frames(text, clip)))
     except Exception as exc:  # the stream has begun: report in-band, as S002's sample does
         log.warning("audio-modalities answer failed: %s", exc)
         await faults.pace()
@@ -120,12 +121,12 @@ def build_router(answer: Answer) -> APIRouter:
                     "chat completions require streaming", "send 'stream': true (S002 streams only)"
                 )
             user = chat.last_user()
-            clip = await asyncio.to_thread(user.clip)
+            clip = await run_engine(request.app, user.clip)
         except (ProtocolError, AudioError) as exc:
             raise _refuse(400, str(exc)) from None
         produce = partial(answer, request, user.text, clip, user.images)
         return StreamingResponse(
-            _frames(produce, faults),
+            _frames(request.app, produce, faults),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
@@ -138,10 +139,10 @@ async def engine_answer(
 ) -> tuple[str, Clip | None]:
     """The offline engine's answer, spoken by its TTS at S002's 16 kHz."""
     engine = request.app.state.engine
-    reply = await asyncio.to_thread(partial(engine.respond, text, audio=audio, images=images))
+    reply = await run_engine(request.app, engine.respond, text, audio=audio, images=images)
     if not reply.text:
         return "", None
-    pcm = await asyncio.to_thread(partial(engine.synthesize, reply.text, rate=S002_RATE))
+    pcm = await run_engine(request.app, engine.synthesize, reply.text, rate=S002_RATE)
     return reply.text, Clip.from_array(pcm, S002_RATE) if len(pcm) else None
 
 

@@ -16,7 +16,6 @@ engine while streaming is an in-stream ``event:error`` with ``status:500``. Faul
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -33,6 +32,7 @@ from nbtoolkit.audio.clip import Clip
 from nbtoolkit.errors import AudioError, ProtocolError
 from nbtoolkit.local.auth import check_http
 from nbtoolkit.local.faults import Faults
+from nbtoolkit.local.routes import run_engine
 from nbtoolkit.protocols.conversation import (
     MAX_AUDIO_BYTES,
     MAX_AUDIO_SECONDS,
@@ -186,7 +186,8 @@ async def _answer(request: Request, req: GenerationRequest, inputs: _Inputs) -> 
     from nbtoolkit.local.engine.usage import audio_tokens, text_tokens
 
     engine = request.app.state.engine
-    reply = await asyncio.to_thread(
+    reply = await run_engine(
+        request.app,
         engine.respond,
         req.current.text,
         audio=inputs.clip,
@@ -262,7 +263,7 @@ async def generation(request: Request) -> Response:
                 pass
             return Response(status_code=204)
         req = parse_request(body)
-        inputs = await asyncio.to_thread(_decode_inputs, req, request.app.state.uploads)
+        inputs = await run_engine(request.app, _decode_inputs, req, request.app.state.uploads)
     except ProtocolError as err:
         raise _refuse(err) from None
     request_id = str(uuid.uuid4())

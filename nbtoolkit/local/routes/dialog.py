@@ -3,13 +3,16 @@
 The protocol logic is :class:`nbtoolkit.protocols.dialog.DialogSession`; this module only moves
 frames and runs what the session asks for. One connection is one session (the SDK sends null ids
 after Start). A round's engine work and TTS stream run in one task so the receive loop keeps reading:
-barge-in, RequestToSpeak and Stop are seen while the server speaks, and abandon the round.
+barge-in, RequestToSpeak and Stop are seen while the server speaks, and abandon the round. That
+work runs on the app's engine pool (:func:`~nbtoolkit.local.routes.run_engine`); the VAD runs
+inline (webrtcvad, microseconds per frame), so under load the loop neither stops reading (the
+client's pings are answered) nor waits behind other sessions' ASR and TTS to detect speech.
 
 TTS audio goes out in 100 ms binary frames at up to :data:`TTS_SPEED` times real time after a
 :data:`TTS_LEAD` head start, as a streaming TTS service sends faster than playback but not all at
 once; so a barge-in really cuts the answer short (clients must drop what they buffered).
 
-In tap2talk and duplex modes the ASR starts on the VAD's ``speech_paused`` hint, in a worker thread
+In tap2talk and duplex modes the ASR starts on the VAD's ``speech_paused`` hint, on the engine pool
 (:class:`~nbtoolkit.local.engine.asr.Speculation`), so the transcript is usually ready when the
 silence window ends; the frames still go out in the protocol's order.
 """
@@ -38,6 +41,7 @@ from nbtoolkit.errors import BackendError, ProtocolError
 from nbtoolkit.local.auth import check_websocket
 from nbtoolkit.local.engine.asr import Speculation
 from nbtoolkit.local.faults import Faults, abort_connection
+from nbtoolkit.local.routes import run_engine
 from nbtoolkit.protocols.dialog import (
     MAX_IMAGE_BYTES,
     Close,
@@ -90,7 +94,9 @@ class _Connection:
         self.session = DialogSession(dialog_id=uuid.uuid4().hex)
         self.vad: Any = None
         # the engine is looked up per call (a stub engine may lack transcribe)
-        self.ahead = Speculation(lambda pcm, rate: self.engine.transcribe(pcm, rate))
+        self.ahead = Speculation(
+            lambda pcm, rate: self.engine.transcribe(pcm, rate), ws.app.state.engine_pool
+        )
         self.task: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
         self.answer_frames = 0  # counted for the drop/malformed/unknown faults
@@ -123,6 +129,7 @@ class _Connection:
             pass
         finally:
             self.closed = True
+            self.ahead.drop()  # its transcript is no longer wanted
             if self.task is not None:
                 self.task.cancel()
 
@@ -160,8 +167,7 @@ class _Connection:
     async def _detect(self, pcm: bytes) -> None:
         if self.vad is None:
             self.vad = self.engine.vad(rate=self.session.options.input_rate, pauses=True)
-        events = await asyncio.to_thread(self.vad.feed, pcm)
-        for ev in events:
+        for ev in self.vad.feed(pcm):  # inline: microseconds, see the module docstring
             if ev.kind == "speech_paused":
                 self.ahead.start(ev.audio, self.vad.rate)
             else:
@@ -198,14 +204,18 @@ class _Connection:
 
     async def _step(self, action: _EngineAction) -> list[Output]:
         if isinstance(action, Transcribe):
-            text = await asyncio.to_thread(self.ahead.result, action.pcm, action.rate)
+            text = await asyncio.wrap_future(self.ahead.future(action.pcm, action.rate))
             self.heard, self.heard_seconds = text, len(action.pcm) // 2 / action.rate
             return self.session.on_transcript(action.round, text)
         if isinstance(action, Respond):
             images = [self._image_bytes(ref) for ref in action.images]
             self.image_sizes = [_image_size(data) for data in images]
-            reply = await asyncio.to_thread(
-                lambda: self.engine.respond(action.text, images=images, history=tuple(self.history))
+            reply = await run_engine(
+                self.ws.app,
+                self.engine.respond,
+                action.text,
+                images=images,
+                history=tuple(self.history),
             )
             if not self.heard:  # a typed prompt: the "heard" side of the history
                 self.heard = action.text
@@ -213,7 +223,7 @@ class _Connection:
         return await self._speak(action)
 
     async def _speak(self, action: Speak) -> list[Output]:
-        pcm = await asyncio.to_thread(self.engine.synthesize, action.text, action.rate)
+        pcm = await run_engine(self.ws.app, self.engine.synthesize, action.text, action.rate)
         clip = Clip(np.asarray(pcm, dtype=np.int16), action.rate)
         t0 = time.monotonic()
         for i, chunk in enumerate(clip.chunks(TTS_FRAME_MS)):

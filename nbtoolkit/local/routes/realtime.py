@@ -1,13 +1,21 @@
 """``WS /api-ws/v1/realtime?model=…``: the Qwen-Omni realtime protocol answered by the offline engine.
 
 The protocol itself lives in :class:`nbtoolkit.protocols.realtime.RealtimeSession`; this module is the
-I/O around it: one receive loop feeding client frames to the session, one writer task sending its
-frames (and injecting :class:`~nbtoolkit.local.faults.Faults`), a server VAD stream when
-``turn_detection`` asks for one, and one task per response that asks the engine for the answer and
-streams it as ~100 ms audio deltas, so a barge-in or ``response.cancel`` can cut it short.
+I/O around it: a reader task that only reads the socket into an inbox, one loop feeding those
+frames to the session in order, one writer task sending its frames (and injecting
+:class:`~nbtoolkit.local.faults.Faults`), a server VAD stream when ``turn_detection`` asks for one,
+and one task per response that asks the engine for the answer and streams it as ~100 ms audio
+deltas, so a barge-in or ``response.cancel`` can cut it short.
+
+The reader is separate because the session loop must wait for a turn's transcript before it takes
+the next frame (the protocol's event order depends on it), and under load that transcript queues
+behind other sessions' engine work on the app's engine pool. A loop that stopped reading for that
+long would let uvicorn's frame queue fill, after which the client's pings go unanswered and it
+drops the connection (1011). The VAD (webrtcvad, ~30 µs per 100 ms append) runs inline on the
+event loop, so it never queues behind ASR or TTS.
 
 With server VAD the ASR starts early: on the VAD's ``speech_paused`` hint the utterance so far is
-transcribed in a worker thread (:class:`~nbtoolkit.local.engine.asr.Speculation`), so by the time
+transcribed on the engine pool (:class:`~nbtoolkit.local.engine.asr.Speculation`), so by the time
 the silence window has passed and ``speech_stopped`` is sent the transcript is usually ready; the
 events still go out in the protocol's order.
 """
@@ -23,12 +31,14 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, WebSocket
+from starlette.types import Message
 from starlette.websockets import WebSocketDisconnect
 
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.local.auth import check_websocket
 from nbtoolkit.local.engine.asr import Speculation
 from nbtoolkit.local.faults import Faults, abort_connection
+from nbtoolkit.local.routes import run_engine
 from nbtoolkit.local.server import MAX_WS_MESSAGE
 from nbtoolkit.protocols.realtime import (
     INPUT_RATE,
@@ -60,6 +70,9 @@ _MAX_AHEAD = 4
 #: A clause ends at punctuation; each clause is synthesised and streamed before the next.
 _CLAUSE = re.compile(r"[^.!?;:,。！？；，]+[.!?;:,。！？；，]*\s*")
 _CLOSE = object()
+#: Bytes of client frames the inbox holds before the reader waits for the session loop: minutes of
+#: streamed audio, and always room for one frame of the largest size.
+_INBOX_BYTES = MAX_WS_MESSAGE
 
 
 @router.websocket("/api-ws/v1/realtime")
@@ -100,6 +113,45 @@ def _refusal(status: int) -> tuple[dict[str, Any], int]:
     return {"type": kind, "code": code, "message": message, "param": None}, close
 
 
+class _Inbox:
+    """A WebSocket's incoming messages, read by a task of their own, so the socket (and its pings)
+    is read whatever the consumer is waiting for. Holds up to :data:`_INBOX_BYTES` (then the
+    reader waits: back-pressure on a client that sends faster than the session can take)."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.queue: asyncio.Queue[Message] = asyncio.Queue()
+        self.held = 0
+        self.room = asyncio.Event()
+        self.room.set()
+
+    async def read(self) -> None:
+        """Run as a task until the client leaves; the last message is always a disconnect."""
+        try:
+            while True:
+                message = await self.ws.receive()
+                self.queue.put_nowait(message)
+                if message["type"] == "websocket.disconnect":
+                    return
+                self.held += _size(message)
+                if self.held > _INBOX_BYTES:
+                    self.room.clear()
+                    await self.room.wait()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
+
+    async def get(self) -> Message:
+        message = await self.queue.get()
+        self.held -= _size(message)
+        if self.held <= _INBOX_BYTES:
+            self.room.set()
+        return message
+
+
+def _size(message: Message) -> int:
+    return len(message.get("text") or message.get("bytes") or b"")
+
+
 class _Connection:
     def __init__(self, ws: WebSocket, model: str) -> None:
         self.ws = ws
@@ -111,7 +163,9 @@ class _Connection:
         self.injected: set[str] = set()
         self.vad: Any = None
         # the engine is looked up per call: a test may swap it, and a stub may lack transcribe
-        self.ahead = Speculation(lambda pcm, rate: self.engine.transcribe(pcm, rate))
+        self.ahead = Speculation(
+            lambda pcm, rate: self.engine.transcribe(pcm, rate), ws.app.state.engine_pool
+        )
         self.answer: asyncio.Task[None] | None = None
         self.history: list[tuple[str, str]] = []
 
@@ -134,12 +188,14 @@ class _Connection:
         # session.created is the handshake's completion, so it is never delayed or counted.
         await self.ws.send_text(opened.events[0].to_json())
         writer = asyncio.create_task(self._writer())
+        inbox = _Inbox(self.ws)
+        reader = asyncio.create_task(inbox.read())
         try:
             await self._apply(Step([], opened.actions))
             # Runs until the client leaves; after session.finish the writer closes the socket
             # once its frames are out, and the client's close reply ends this loop.
             while not writer.done():
-                message = await self.ws.receive()
+                message = await inbox.get()
                 if message["type"] == "websocket.disconnect":
                     break
                 data = message.get("text")
@@ -149,7 +205,8 @@ class _Connection:
         except WebSocketDisconnect:
             pass  # the client went away; nothing is left to answer
         finally:
-            for task in (self.answer, writer):
+            self.ahead.drop()  # its transcript is no longer wanted
+            for task in (self.answer, writer, reader):
                 if task is not None:
                     task.cancel()
                     task.add_done_callback(_retrieve)
@@ -166,8 +223,7 @@ class _Connection:
                 self.vad = (
                     None
                     if s is None
-                    else await asyncio.to_thread(
-                        self.engine.vad,
+                    else self.engine.vad(
                         # the protocol allows -1…1; the engine's VAD takes 0…1
                         threshold=min(max(float(s["threshold"]), 0.0), 1.0),
                         prefix_padding_ms=int(s["prefix_padding_ms"]),
@@ -177,7 +233,7 @@ class _Connection:
                     )
                 )
             elif isinstance(action, FeedVad) and self.vad is not None:
-                for ev in await asyncio.to_thread(self.vad.feed, action.pcm):
+                for ev in self.vad.feed(action.pcm):  # inline: microseconds, see module docstring
                     if ev.kind == "speech_paused":
                         self.ahead.start(ev.audio, INPUT_RATE)
                     elif ev.kind == "speech_started":
@@ -186,7 +242,8 @@ class _Connection:
                         await self._apply(self.session.speech_stopped(ev.t_ms, ev.audio))
             elif isinstance(action, NeedTranscript):
                 try:
-                    text = await asyncio.to_thread(self.ahead.result, action.audio, INPUT_RATE)
+                    # awaited, not run: the pool does the work and the reader keeps reading
+                    text = await asyncio.wrap_future(self.ahead.future(action.audio, INPUT_RATE))
                 except Exception as exc:  # the ASR failed: report it, answer what we can
                     log.warning("realtime transcription failed: %s", type(exc).__name__)
                     failed = f"engine error: {type(exc).__name__}"
@@ -220,7 +277,8 @@ class _Connection:
         s, rid = self.session, need.response_id
         try:
             clip = Clip.from_pcm(need.audio, INPUT_RATE) if need.audio else None
-            reply = await asyncio.to_thread(
+            reply = await run_engine(
+                self.ws.app,
                 self.engine.respond,
                 need.heard,
                 audio=clip,
@@ -248,7 +306,7 @@ class _Connection:
         words = re.findall(r"\S+\s*", clause)
         spoken = clause.strip()
         pcm: np.ndarray = (
-            await asyncio.to_thread(self.engine.synthesize, spoken, rate=OUTPUT_RATE)
+            await run_engine(self.ws.app, self.engine.synthesize, spoken, rate=OUTPUT_RATE)
             if spoken
             else np.zeros(0, dtype=np.int16)
         )
