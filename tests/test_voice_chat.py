@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
@@ -38,10 +38,21 @@ def heard_in(engine: Any, clip: Clip) -> list[str]:
     return text.split()
 
 
-async def finish(chat: VoiceChat) -> None:
-    task = chat.stop()
-    if task is not None:
-        await asyncio.wait([task], timeout=timeout(15))
+def converse(chat: VoiceChat, script: Callable[[VoiceChat], Awaitable[object]]) -> VoiceChat:
+    """Start ``chat``, run ``script(chat)``, then stop the chat and wait (bounded) until it has
+    closed its backend, even when the script fails; all on one fresh, bounded event loop."""
+
+    async def main() -> VoiceChat:
+        chat.start()
+        try:
+            await script(chat)
+        finally:
+            task = chat.stop()
+            if task is not None:
+                await asyncio.wait([task], timeout=timeout(15))
+        return chat
+
+    return run(main())
 
 
 def test_omni_server_vad_turn_answers_two_in_text_and_in_the_player(
@@ -49,19 +60,12 @@ def test_omni_server_vad_turn_answers_two_in_text_and_in_the_player(
 ) -> None:
     ledger = Ledger()
 
-    async def main() -> VoiceChat:
-        chat = VoiceChat(
-            OmniRealtime(server.endpoints, ledger=ledger), source=question, realtime=False
-        )
-        chat.start()
-        try:
-            await chat.wait_turns(1, timeout=timeout(30))
-            await chat.wait_state(LISTENING, timeout=timeout(10))
-        finally:
-            await finish(chat)
-        return chat
+    async def script(chat: VoiceChat) -> None:
+        await chat.wait_turns(1, timeout=timeout(30))
+        await chat.wait_state(LISTENING, timeout=timeout(10))
 
-    chat = run(main())
+    rt = OmniRealtime(server.endpoints, ledger=ledger)
+    chat = converse(VoiceChat(rt, source=question, realtime=False), script)
     (turn,) = chat.turns
     assert turn.status == "completed"
     assert "plus" in turn.heard.split()
@@ -87,24 +91,18 @@ def test_barge_in_cancels_response_and_clears_player(
     )  # the answer streams over a second or so, like the cloud
     flushes: list[str] = []
 
-    async def main() -> tuple[VoiceChat, OmniRealtime]:
-        rt = OmniRealtime(
-            faulty_server.endpoints, ledger=Ledger(), on_flush=lambda: flushes.append("user hook")
-        )
-        chat = VoiceChat(rt, source=question, realtime=False)
-        chat.start()
-        try:
-            await chat.wait_state(RESPONDING, timeout=timeout(30))
-            assert chat.player.fed_ms > 0
-            # the user talks over the answer, at the pace of speech: sent faster, the whole
-            # utterance could be answered before the barge-in cancel reaches the server
-            chat.say(question, realtime=True)
-            await chat.wait_turns(2, timeout=timeout(40))
-        finally:
-            await finish(chat)
-        return chat, rt
+    async def script(chat: VoiceChat) -> None:
+        await chat.wait_state(RESPONDING, timeout=timeout(30))
+        assert chat.player.fed_ms > 0
+        # the user talks over the answer, at the pace of speech: sent faster, the whole
+        # utterance could be answered before the barge-in cancel reaches the server
+        chat.say(question, realtime=True)
+        await chat.wait_turns(2, timeout=timeout(40))
 
-    chat, rt = run(main())
+    rt = OmniRealtime(
+        faulty_server.endpoints, ledger=Ledger(), on_flush=lambda: flushes.append("user hook")
+    )
+    chat = converse(VoiceChat(rt, source=question, realtime=False), script)
     first, second = chat.turns
     assert first.status == "cancelled"
     assert second.status == "completed" and "two" in second.text.lower()
@@ -122,17 +120,11 @@ def test_barge_in_cancels_response_and_clears_player(
 
 
 def test_omni_push_to_talk_commits_when_the_take_ends(server: Any, question: Clip) -> None:
-    async def main() -> VoiceChat:
-        rt = OmniRealtime(server.endpoints, turn_detection=None, ledger=Ledger())
-        chat = VoiceChat(rt, source=question, realtime=False)
-        chat.start()
-        try:
-            await chat.wait_turns(1, timeout=timeout(30))
-        finally:
-            await finish(chat)
-        return chat
-
-    chat = run(main())
+    rt = OmniRealtime(server.endpoints, turn_detection=None, ledger=Ledger())
+    chat = converse(
+        VoiceChat(rt, source=question, realtime=False),
+        lambda chat: chat.wait_turns(1, timeout=timeout(30)),
+    )
     (turn,) = chat.turns
     assert turn.status == "completed" and "two" in turn.text.lower()
     assert chat.timeline.first("commit") is not None
@@ -144,19 +136,10 @@ def test_dialog_turn_answers_two_and_plays_it(
 ) -> None:
     ledger = Ledger()
     states: list[str] = []
-
-    async def main() -> VoiceChat:
-        dialog = Dialog(server.endpoints, mode=mode, ledger=ledger, on_state=states.append)
-        chat = VoiceChat(dialog, source=question, realtime=False)
-        chat.observe(lambda change: states.append(change["new"]), names="state")
-        chat.start()
-        try:
-            await chat.wait_turns(1, timeout=timeout(40))
-        finally:
-            await finish(chat)
-        return chat
-
-    chat = run(main())
+    dialog = Dialog(server.endpoints, mode=mode, ledger=ledger, on_state=states.append)
+    chat = VoiceChat(dialog, source=question, realtime=False)
+    chat.observe(lambda change: states.append(change["new"]), names="state")
+    converse(chat, lambda chat: chat.wait_turns(1, timeout=timeout(40)))
     (turn,) = chat.turns
     assert turn.status == "completed"
     assert "two" in turn.text.lower()
@@ -173,24 +156,18 @@ def test_dialog_duplex_barge_in_cancels_the_answer_and_flushes_the_player_once(
     faulty_server.faults = Faults(delay=0.06)  # the answer streams over a second or two
     flushes: list[str] = []
 
-    async def main() -> VoiceChat:
-        dialog = Dialog(
-            faulty_server.endpoints,
-            mode="duplex",
-            ledger=Ledger(),
-            on_flush=lambda: flushes.append("user hook"),
-        )
-        chat = VoiceChat(dialog, source=question, realtime=False)
-        chat.start()
-        try:
-            await chat.wait_state(RESPONDING, timeout=timeout(30))
-            chat.say(question, realtime=True)  # streamed chunk by chunk into the open stream
-            await chat.wait_turns(2, timeout=timeout(40))
-        finally:
-            await finish(chat)
-        return chat
+    async def script(chat: VoiceChat) -> None:
+        await chat.wait_state(RESPONDING, timeout=timeout(30))
+        chat.say(question, realtime=True)  # streamed chunk by chunk into the open stream
+        await chat.wait_turns(2, timeout=timeout(40))
 
-    chat = run(main())
+    dialog = Dialog(
+        faulty_server.endpoints,
+        mode="duplex",
+        ledger=Ledger(),
+        on_flush=lambda: flushes.append("user hook"),
+    )
+    chat = converse(VoiceChat(dialog, source=question, realtime=False), script)
     first, second = chat.turns
     assert first.status == "cancelled"
     assert second.status == "completed" and "two" in second.text.lower()
@@ -202,21 +179,15 @@ def test_dialog_duplex_barge_in_cancels_the_answer_and_flushes_the_player_once(
 
 
 def test_a_failed_take_is_shown_and_the_chat_keeps_listening(server: Any, question: Clip) -> None:
-    async def main() -> VoiceChat:
-        dialog = Dialog(server.endpoints, mode="duplex", ledger=Ledger())
-        chat = VoiceChat(dialog, source=Clip.silence(1.0, 16000), realtime=False)
-        chat.start()
-        try:
-            with pytest.raises(AudioError, match="heard no speech"):
-                await chat.wait_turns(1, timeout=timeout(10))
-            assert chat.state == LISTENING and chat.running
-            chat.say(question, realtime=False)
-            await chat.wait_turns(1, timeout=timeout(40))
-        finally:
-            await finish(chat)
-        return chat
+    async def script(chat: VoiceChat) -> None:
+        with pytest.raises(AudioError, match="heard no speech"):
+            await chat.wait_turns(1, timeout=timeout(10))
+        assert chat.state == LISTENING and chat.running
+        chat.say(question, realtime=False)
+        await chat.wait_turns(1, timeout=timeout(40))
 
-    chat = run(main())
+    dialog = Dialog(server.endpoints, mode="duplex", ledger=Ledger())
+    chat = converse(VoiceChat(dialog, source=Clip.silence(1.0, 16000), realtime=False), script)
     (failure,) = chat.failures
     assert isinstance(failure, AudioError)
     (turn,) = chat.turns
@@ -226,22 +197,19 @@ def test_a_failed_take_is_shown_and_the_chat_keeps_listening(server: Any, questi
 def test_qwen_audio_turn_answers_in_text_and_says_it_only_with_tts(
     server: Any, engine: Any, question: Clip
 ) -> None:
-    async def main(tts: bool) -> VoiceChat:
+    def talk(tts: bool) -> VoiceChat:
         qa = QwenAudio(server.endpoints, ledger=Ledger(), timeout=30)
-        chat = VoiceChat(qa, source=question, realtime=False, tts=tts)
-        chat.start()
-        try:
-            await chat.wait_turns(1, timeout=timeout(40))
-        finally:
-            await finish(chat)
-        return chat
+        return converse(
+            VoiceChat(qa, source=question, realtime=False, tts=tts),
+            lambda chat: chat.wait_turns(1, timeout=timeout(40)),
+        )
 
-    quiet = run(main(False))
+    quiet = talk(False)
     (turn,) = quiet.turns
     assert "two" in turn.text.lower()
     assert quiet.player.played_clip is None
     assert "text only" in quiet.notice
-    spoken = run(main(True))
+    spoken = talk(True)
     assert "eSpeak" in spoken.notice
     played = spoken.player.played_clip
     assert played is not None and "two" in heard_in(engine, played)
@@ -300,20 +268,16 @@ def test_recorder_frames_stand_in_for_the_camera_and_the_last_one_repeats() -> N
 
 
 def test_dialog_video_chat_answers_about_the_latest_camera_frame(server: Any, look: Clip) -> None:
-    async def main() -> VoiceChat:
-        dialog = Dialog(server.endpoints, mode="duplex", video=True, ledger=Ledger())
-        chat = VoiceChat(dialog, source=look, realtime=True, frames=[picture((20, 200, 20))])
-        chat.start()
-        try:
-            await chat.wait_state(LISTENING, timeout=timeout(20))
-            await chat.snapshot()  # while the question is being spoken
-            assert not await chat.send_frame(picture((200, 20, 20)))  # too soon: dropped
-            await chat.wait_turns(1, timeout=timeout(40))
-        finally:
-            await finish(chat)
-        return chat
+    async def script(chat: VoiceChat) -> None:
+        await chat.wait_state(LISTENING, timeout=timeout(20))
+        await chat.snapshot()  # while the question is being spoken
+        assert not await chat.send_frame(picture((200, 20, 20)))  # too soon: dropped
+        await chat.wait_turns(1, timeout=timeout(40))
 
-    chat = run(main())
+    dialog = Dialog(server.endpoints, mode="duplex", video=True, ledger=Ledger())
+    chat = converse(
+        VoiceChat(dialog, source=look, realtime=True, frames=[picture((20, 200, 20))]), script
+    )
     (turn,) = chat.turns
     assert "green" in turn.text.lower() and "red" not in turn.text.lower()
     assert [e.name for e in chat.timeline].count("frame") == 1
@@ -322,54 +286,42 @@ def test_dialog_video_chat_answers_about_the_latest_camera_frame(server: Any, lo
 def test_dialog_chat_without_video_asks_about_a_snapshot_as_a_turn(
     server: Any, question: Clip
 ) -> None:
-    async def main() -> VoiceChat:
-        dialog = Dialog(server.endpoints, mode="duplex", ledger=Ledger())
-        chat = VoiceChat(dialog, source=question, realtime=False, frames=[picture((20, 20, 220))])
-        chat.start()
-        try:
-            await chat.wait_turns(1, timeout=timeout(40))
-            await chat.snapshot()
-            await chat.wait_turns(2, timeout=timeout(40))
-        finally:
-            await finish(chat)
-        return chat
+    async def script(chat: VoiceChat) -> None:
+        await chat.wait_turns(1, timeout=timeout(40))
+        await chat.snapshot()
+        await chat.wait_turns(2, timeout=timeout(40))
 
-    chat = run(main())
+    dialog = Dialog(server.endpoints, mode="duplex", ledger=Ledger())
+    chat = converse(
+        VoiceChat(dialog, source=question, realtime=False, frames=[picture((20, 20, 220))]), script
+    )
     spoken, seen = chat.turns
     assert "two" in spoken.text.lower()
     assert "blue" in seen.text.lower() and seen.usage.input_image > 0
 
 
 def test_omni_chat_sends_the_frame_with_the_speech_it_goes_with(server: Any, look: Clip) -> None:
-    async def main() -> VoiceChat:
-        rt = OmniRealtime(server.endpoints, ledger=Ledger())
-        chat = VoiceChat(rt, source=look, realtime=True, frames=[picture((20, 20, 220))])
-        speaking = asyncio.Event()
-        chat.recorder.on_chunk(lambda _pcm: speaking.set())
-        chat.start()
-        try:
-            await asyncio.wait_for(speaking.wait(), timeout(20))
-            await chat.snapshot()
-            await chat.wait_turns(1, timeout=timeout(40))
-        finally:
-            await finish(chat)
-        return chat
+    speaking = asyncio.Event()
 
-    chat = run(main())
+    async def script(chat: VoiceChat) -> None:
+        await asyncio.wait_for(speaking.wait(), timeout(20))
+        await chat.snapshot()
+        await chat.wait_turns(1, timeout=timeout(40))
+
+    rt = OmniRealtime(server.endpoints, ledger=Ledger())
+    chat = VoiceChat(rt, source=look, realtime=True, frames=[picture((20, 20, 220))])
+    chat.recorder.on_chunk(lambda _pcm: speaking.set())
+    converse(chat, script)
     (turn,) = chat.turns
     assert "blue" in turn.text.lower() and turn.usage.input_image > 0
 
 
 def test_a_backend_without_pictures_refuses_frames(server: Any, question: Clip) -> None:
-    async def main() -> None:
-        chat = VoiceChat(QwenAudio(server.endpoints, ledger=Ledger()), source=question)
-        with pytest.raises(ConfigError, match="not started"):
+    async def script(chat: VoiceChat) -> None:
+        with pytest.raises(ConfigError, match="no pictures"):
             await chat.send_frame(picture((1, 2, 3)))
-        chat.start()
-        try:
-            with pytest.raises(ConfigError, match="no pictures"):
-                await chat.send_frame(picture((1, 2, 3)))
-        finally:
-            await finish(chat)
 
-    run(main())
+    chat = VoiceChat(QwenAudio(server.endpoints, ledger=Ledger()), source=question)
+    with pytest.raises(ConfigError, match="not started"):
+        run(chat.send_frame(picture((1, 2, 3))))
+    converse(chat, script)

@@ -2,6 +2,10 @@
 
 Chromium's fake microphone plays a speech WAV made by the offline engine's TTS. Follows
 shared/reference/browser-and-notebook-testing.md (flags, JupyterLab settings, gotchas).
+
+Fixtures: ``lab`` (session), ``browser`` (session; its microphone says :data:`PHRASE` in a loop),
+``page`` and ``notebook`` (per test). A test that needs another microphone opens a Chromium of its
+own with :func:`chromium_with_microphone`, in a pytest process of its own (see the Makefile).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +31,31 @@ from tests.conftest import timeout
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "tests" / "artifacts" / "screenshots"
+ARTIFACTS = REPO / "tests" / "artifacts"
+SCREENSHOTS = ARTIFACTS / "screenshots"
 #: What the fake microphone says (the recorder test checks these words come back).
 PHRASE = "go forward ten meters"
+
+#: Kernel-side code for a driver cell: ``await until(widget, names, predicate, seconds)`` waits,
+#: bounded, until ``predicate()`` holds, checking it again whenever one of the widget's traits
+#: ``names`` changes; ``PLAYER_VIEW`` names the traits a Player's view reports.
+UNTIL = """
+import asyncio
+
+PLAYER_VIEW = ["buffered_ms", "position_ms", "flushed", "underruns", "playing"]
+
+async def until(widget, names, predicate, seconds):
+    changed = asyncio.Event()
+    poke = lambda _change: changed.set()
+    widget.observe(poke, names=names)
+    try:
+        async with asyncio.timeout(seconds):
+            while not predicate():
+                changed.clear()
+                await changed.wait()
+    finally:
+        widget.unobserve(poke, names=names)
+"""
 
 _LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
@@ -84,6 +111,98 @@ class Lab:
         (self.root / name).write_text(json.dumps(nb))
 
 
+class Notebook:
+    """One browser page on the test JupyterLab: open a notebook, run its cells, screenshot it."""
+
+    def __init__(self, page: Any, lab: Lab) -> None:
+        self.page = page
+        self.lab = lab
+
+    def open(self, name: str, cells: list[str]) -> None:
+        """Write the notebook ``name`` with ``cells``, open it, and wait until its kernel is
+        really idle (the status bar, not the toolbar)."""
+        self.lab.write_notebook(name, cells)
+        self.page.goto(f"{self.lab.url}/lab/tree/{name}?token={self.lab.token}&reset")
+        self.page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=timeout(90) * 1000)
+
+    def run_cell(self, containing: str) -> None:
+        """Run the one cell whose source contains ``containing`` (Ctrl+Enter: no new cell)."""
+        cell = self.page.locator(".jp-CodeCell", has_text=containing).first
+        cell.locator(".cm-content").click()
+        self.page.keyboard.press("Control+Enter")
+
+    def screenshot(self, name: str, widget: str) -> Path:
+        """Save a screenshot of the page with the ``widget`` (a CSS selector) scrolled into view."""
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.locator(widget).first.scroll_into_view_if_needed()
+        path = SCREENSHOTS / name
+        self.page.screenshot(path=str(path))
+        return path
+
+
+def require_chromium() -> None:
+    """Skip the test when there is no browser to run it in."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)")
+
+
+def microphone_wav(directory: Path, text: str, lead: float, tail: float) -> Path:
+    """A WAV for Chromium's fake microphone: ``text`` spoken by the offline engine between
+    ``lead`` and ``tail`` seconds of silence (48 kHz, the browser's rate)."""
+    require_chromium()  # before the TTS: without a browser nobody would hear it
+    from nbtoolkit.audio import Clip
+    from nbtoolkit.local.engine import Engine
+
+    rate = 48000
+    speech = np.asarray(Engine().synthesize(text, rate=rate), dtype=np.int16)
+
+    def silence(seconds: float) -> np.ndarray:
+        return np.zeros(round(seconds * rate), dtype=np.int16)
+
+    path = directory / "microphone.wav"
+    Clip(np.concatenate([silence(lead), speech, silence(tail)]), rate).save(path)
+    return path.resolve()
+
+
+@contextmanager
+def chromium_with_microphone(wav: str) -> Iterator[Any]:
+    """Headless Debian Chromium whose fake microphone plays ``wav`` in a loop (once with a
+    ``%noloop`` suffix). Playwright's sync API: one open at a time per process."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={wav}",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )  # fmt: skip
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@contextmanager
+def new_page(chromium: Any, lab: Lab, height: int = 800) -> Iterator[Any]:
+    """A page in a fresh browser context allowed the microphone on ``lab``; it keeps the
+    browser console in ``page.console_messages`` (for a debugger on a failing test)."""
+    context = chromium.new_context(viewport={"width": 1280, "height": height})
+    context.grant_permissions(["microphone"], origin=lab.url)
+    page = context.new_page()
+    page.console_messages = []
+    page.on("console", lambda m: page.console_messages.append(f"{m.type}: {m.text}"))
+    try:
+        yield page
+    finally:
+        context.close()
+
+
 @pytest.fixture(scope="session")
 def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fake microphone's input: the phrase spoken by the engine, then silence.
@@ -91,24 +210,13 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Chromium loops the file; the trailing silence is longer than a test records, so a recording
     holds the phrase once and whole.
     """
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)")
-    from nbtoolkit.audio import Clip
-    from nbtoolkit.local.engine import Engine
-
-    rate = 48000
-    speech = np.asarray(Engine().synthesize(PHRASE, rate=rate), dtype=np.int16)
-    lead, tail = np.zeros(rate // 2, dtype=np.int16), np.zeros(6 * rate, dtype=np.int16)
-    path = tmp_path_factory.mktemp("mic") / "speech.wav"
-    Clip(np.concatenate([lead, speech, tail]), rate).save(path)
-    return path.resolve()
+    return microphone_wav(tmp_path_factory.mktemp("mic"), PHRASE, lead=0.5, tail=6)
 
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """An isolated JupyterLab (own settings, config and runtime dirs) with a random token."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)")
+    require_chromium()
     base = tmp_path_factory.mktemp("lab")
     root = base / "notebooks"
     root.mkdir()
@@ -164,50 +272,20 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 @pytest.fixture(scope="session")
 def browser(speech_wav: Path) -> Iterator[Any]:
     """Headless Debian Chromium whose fake microphone plays ``speech_wav``."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
-                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={speech_wav}",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )  # fmt: skip
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium_with_microphone(str(speech_wav)) as chromium:
+        yield chromium
 
 
 @pytest.fixture
 def page(browser: Any, lab: Lab) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.grant_permissions(["microphone"], origin=lab.url)
-    pg = context.new_page()
-    pg.console_messages = []
-    pg.on("console", lambda m: pg.console_messages.append(f"{m.type}: {m.text}"))
-    try:
+    with new_page(browser, lab) as pg:
         yield pg
-    finally:
-        context.close()
 
 
-def open_notebook(page: Any, lab: Lab, name: str) -> None:
-    """Open a notebook and wait until its kernel is really idle (the status bar, not the toolbar)."""
-    page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}&reset")
-    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=timeout(90) * 1000)
-
-
-def run_cell(page: Any, containing: str) -> None:
-    """Run the one cell whose source contains ``containing`` (Ctrl+Enter: no new cell is added)."""
-    cell = page.locator(".jp-CodeCell", has_text=containing).first
-    cell.locator(".cm-content").click()
-    page.keyboard.press("Control+Enter")
+@pytest.fixture
+def notebook(page: Any, lab: Lab) -> Notebook:
+    """The test's ``page`` as a :class:`Notebook` on ``lab``."""
+    return Notebook(page, lab)
 
 
 def wait_for_file(path: Path, seconds: float) -> dict[str, Any]:
@@ -216,12 +294,11 @@ def wait_for_file(path: Path, seconds: float) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def screenshot(page: Any, name: str, widget: str) -> Path:
-    """Save a screenshot of the page with the ``widget`` (a CSS selector) scrolled into view."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.locator(widget).first.scroll_into_view_if_needed()
-    path = SCREENSHOTS / name
-    page.screenshot(path=str(path))
+def save_metrics(name: str, metrics: dict[str, Any]) -> Path:
+    """Keep a test's measurements as ``tests/artifacts/<name>`` (JSON) for the report."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    path.write_text(json.dumps(metrics, indent=1))
     return path
 
 

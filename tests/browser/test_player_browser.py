@@ -8,38 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import (
-    SCREENSHOTS,
-    Lab,
-    open_notebook,
-    run_cell,
-    screenshot,
-    wait_for_file,
-)
+from tests.browser.conftest import UNTIL, Notebook, save_metrics, wait_for_file
 from tests.conftest import timeout
 
 pytestmark = pytest.mark.browser
 
 STREAM_SECONDS = 30
 
-# Runs in the kernel as a background task, so the cell returns and widget messages keep flowing.
+# Runs in the kernel (after UNTIL) as a background task, so the cell returns and widget messages
+# keep flowing.
 DRIVER = """
 import asyncio, json
 import numpy as np
 from nbtoolkit.audio import Clip
-
-async def until(predicate, seconds):
-    changed = asyncio.Event()
-    names = ["buffered_ms", "position_ms", "flushed", "underruns", "playing"]
-    poke = lambda _change: changed.set()
-    player.observe(poke, names=names)
-    try:
-        async with asyncio.timeout(seconds):
-            while not predicate():
-                changed.clear()
-                await changed.wait()
-    finally:
-        player.unobserve(poke, names=names)
 
 async def drive(seconds, result):
     rate = 24000
@@ -57,12 +38,13 @@ async def drive(seconds, result):
             positions.append(player.position_ms)
     # an answer still arriving faster than it plays: then the user barges in
     player.feed(sweep[seconds:].to_pcm())
-    await until(lambda: player.buffered_ms > 2000, 30)
+    await until(player, PLAYER_VIEW, lambda: player.buffered_ms > 2000, 30)
     report = {"positions_ms": positions, "underruns": player.underruns,
               "before_flush": {"buffered_ms": player.buffered_ms, "position_ms": player.position_ms},
               "fed_ms": player.fed_ms}
     player.flush()
-    await until(lambda: player.flushed == 1 and player.buffered_ms == 0 and not player.playing, 30)
+    await until(player, PLAYER_VIEW,
+                lambda: player.flushed == 1 and player.buffered_ms == 0 and not player.playing, 30)
     report["after_flush"] = {"buffered_ms": player.buffered_ms, "position_ms": player.position_ms,
                              "playing": player.playing, "interrupted_at_ms": player.interrupted_at_ms,
                              "fed_ms": player.fed_ms}
@@ -82,27 +64,26 @@ task = asyncio.get_running_loop().create_task(drive_and_report(SECONDS, RESULT))
 
 
 def test_player_streams_30_s_gaplessly_and_flush_stops_it_at_once(
-    page, lab: Lab, tmp_path: Path
+    page, notebook: Notebook, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     result = tmp_path / "player.json"
-    driver = DRIVER.replace("SECONDS, RESULT", f"{STREAM_SECONDS}, r'{result}'")
-    lab.write_notebook(
+    driver = UNTIL + DRIVER.replace("SECONDS, RESULT", f"{STREAM_SECONDS}, r'{result}'")
+    notebook.open(
         "player.ipynb",
         ["from nbtoolkit.widgets import Player\nplayer = Player(rate=24000)\nplayer", driver],
     )
-    open_notebook(page, lab, "player.ipynb")
-    run_cell(page, "player = Player(")
+    notebook.run_cell("player = Player(")
     page.locator(".nbtk-player .nbtk-stats").wait_for(timeout=timeout(30) * 1000)
-    run_cell(page, "async def drive(")
+    notebook.run_cell("async def drive(")
 
     page.wait_for_function(
         "() => /played (1[0-9]|[2-9][0-9])\\./.test(document.querySelector('.nbtk-player .nbtk-stats').textContent)",
         timeout=timeout(40) * 1000,
     )
-    screenshot(page, "player_playing.png", ".nbtk-player")
+    notebook.screenshot("player_playing.png", ".nbtk-player")
     report = wait_for_file(result, timeout(STREAM_SECONDS + 80))
     assert "error" not in report, report
-    screenshot(page, "player_flushed.png", ".nbtk-player")
+    notebook.screenshot("player_flushed.png", ".nbtk-player")
 
     positions = report["positions_ms"]
     assert report["underruns"] == 0, report
@@ -114,7 +95,7 @@ def test_player_streams_30_s_gaplessly_and_flush_stops_it_at_once(
     assert after["buffered_ms"] == 0 and not after["playing"] and after["fed_ms"] == 0
     # the view reports how far it got: inside what was fed, short of the end
     assert 0 < after["interrupted_at_ms"] < report["fed_ms"]
-    (SCREENSHOTS.parent / "player_metrics.json").write_text(json.dumps(report, indent=1))
+    save_metrics("player_metrics.json", report)
     print(
         "player over",
         STREAM_SECONDS,

@@ -8,15 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.browser.conftest import (
-    PHRASE,
-    SCREENSHOTS,
-    Lab,
-    open_notebook,
-    run_cell,
-    screenshot,
-    wait_for_file,
-)
+from tests.browser.conftest import PHRASE, Notebook, save_metrics, wait_for_file
 from tests.conftest import timeout
 
 pytestmark = pytest.mark.browser
@@ -25,10 +17,10 @@ RECORD_SECONDS = 4.0
 
 
 def test_recorder_streams_the_microphone_to_the_kernel_with_the_words_intact(
-    page, lab: Lab, tmp_path: Path
+    page, notebook: Notebook, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     result = tmp_path / "recorder.json"
-    lab.write_notebook(
+    notebook.open(
         "recorder.ipynb",
         [
             f"from nbtoolkit.widgets import Recorder\nrec = Recorder(save_dir=r'{tmp_path / 'rec'}')\nrec",
@@ -41,8 +33,7 @@ def test_recorder_streams_the_microphone_to_the_kernel_with_the_words_intact(
             f"open(r'{result}', 'w').write(json.dumps(report))",
         ],
     )
-    open_notebook(page, lab, "recorder.ipynb")
-    run_cell(page, "rec = Recorder(")
+    notebook.run_cell("rec = Recorder(")
     button = page.locator(".nbtk-recorder .nbtk-record")
     button.wait_for(timeout=timeout(30) * 1000)
 
@@ -53,16 +44,16 @@ def test_recorder_streams_the_microphone_to_the_kernel_with_the_words_intact(
         arg=RECORD_SECONDS,
         timeout=timeout(30) * 1000,
     )
-    shot = screenshot(page, "recorder_recording.png", ".nbtk-recorder")
+    shot = notebook.screenshot("recorder_recording.png", ".nbtk-recorder")
     button.click()
     page.locator(".nbtk-recorder .nbtk-info", has_text="stopped").wait_for(
         timeout=timeout(10) * 1000
     )
     assert page.locator(".nbtk-recorder .nbtk-error").inner_text() == ""
 
-    run_cell(page, "report = {")
+    notebook.run_cell("report = {")
     report = wait_for_file(result, timeout(60))
-    screenshot(page, "recorder_stopped.png", ".nbtk-recorder")
+    notebook.screenshot("recorder_stopped.png", ".nbtk-recorder")
 
     assert report["rate"] == 16000 and report["takes"] == 1
     assert report["seconds"] >= RECORD_SECONDS - 0.5
@@ -80,24 +71,21 @@ def test_recorder_streams_the_microphone_to_the_kernel_with_the_words_intact(
         "latency_max_ms": float(lat.max()),
         "screenshot": str(shot),
     }
-    (SCREENSHOTS.parent / "recorder_metrics.json").write_text(json.dumps(metrics, indent=1))
+    save_metrics("recorder_metrics.json", metrics)
     print("recorder browser→kernel chunk latency:", json.dumps(metrics))
 
 
-def test_recorder_explains_a_denied_microphone_in_the_widget(page, lab: Lab) -> None:  # type: ignore[no-untyped-def]
+def test_recorder_explains_a_denied_microphone_in_the_widget(page, notebook: Notebook) -> None:  # type: ignore[no-untyped-def]
     # the fake-media flags accept every prompt, so deny the way a user would: getUserMedia rejects
     page.add_init_script(
         "navigator.mediaDevices.getUserMedia = () =>"
         " Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));"
     )
-    lab.write_notebook(
-        "denied.ipynb", ["from nbtoolkit.widgets import Recorder\nrec = Recorder()\nrec"]
-    )
-    open_notebook(page, lab, "denied.ipynb")
-    run_cell(page, "rec = Recorder(")
+    notebook.open("denied.ipynb", ["from nbtoolkit.widgets import Recorder\nrec = Recorder()\nrec"])
+    notebook.run_cell("rec = Recorder(")
     page.locator(".nbtk-recorder .nbtk-record").click(timeout=timeout(30) * 1000)
     error = page.locator(".nbtk-recorder .nbtk-error")
     error.wait_for(state="visible", timeout=timeout(10) * 1000)
     assert "Microphone access was denied" in error.inner_text()
     assert "allow the microphone" in error.inner_text()
-    screenshot(page, "recorder_denied.png", ".nbtk-recorder")
+    notebook.screenshot("recorder_denied.png", ".nbtk-recorder")
