@@ -94,6 +94,10 @@ def test_notebook_is_committed_clean(path: Path) -> None:
 def test_notebook_is_valid_and_holds_no_key(path: Path) -> None:
     import nbformat
 
+    raw = load(path)
+    # nbformat fills in missing cell ids when reading, with a warning; the file itself must have them
+    missing = [i for i, cell in enumerate(raw["cells"]) if not cell.get("id")]
+    assert not missing, f"cells {missing} have no id: run nbformat's normalize() on the notebook"
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
