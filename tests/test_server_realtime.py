@@ -130,9 +130,8 @@ def test_sdk_manual_mode_answers_spoken_arithmetic(
     check_answer(engine, events)
 
 
-def test_sdk_server_vad_mode_answers_without_response_create(
-    server: Any, engine: Any, question_pcm: bytes
-) -> None:
+def _sdk_server_vad_turn(server: Any, *clips: bytes) -> list[dict[str, Any]]:
+    """The SDK in server-VAD mode, streaming ``clips`` in 100 ms appends: events to response.done."""
     from dashscope.audio.qwen_omni import MultiModality
 
     cb = _Callback()
@@ -141,13 +140,20 @@ def test_sdk_server_vad_mode_answers_without_response_create(
         conv.update_session(
             output_modalities=[MultiModality.AUDIO, MultiModality.TEXT], voice="Serena"
         )
-        silence = bytes(16000 * 2 * 3 // 2)
-        for clip in (question_pcm, silence):
+        for clip in clips:
             for i in range(0, len(clip), 3200):
                 conv.append_audio(base64.b64encode(clip[i : i + 3200]).decode())
         events = cb.until("response.done", 60)
     finally:
         conv.close()
+    return events
+
+
+def test_sdk_server_vad_mode_answers_without_response_create(
+    server: Any, engine: Any, question_pcm: bytes
+) -> None:
+
+    events = _sdk_server_vad_turn(server, question_pcm, bytes(16000 * 2 * 3 // 2))
     kinds = [e["type"] for e in events]
     assert "response.create" not in kinds
     started = next(e for e in events if e["type"] == "input_audio_buffer.speech_started")
@@ -321,20 +327,8 @@ def test_server_vad_pause_inside_a_question_is_transcribed_whole_in_protocol_ord
     second = np.asarray(engine.synthesize("times three", rate=rate), dtype=np.int16)
     # 0.2 s, plus eSpeak's own ~0.3 s around words: under the 800 ms window, over the VAD tail
     pcm = np.concatenate([pad, first, np.zeros(rate // 5, np.int16), second, pad])
-    from dashscope.audio.qwen_omni import MultiModality
 
-    cb = _Callback()
-    conv = _sdk(server, cb)
-    try:
-        conv.update_session(
-            output_modalities=[MultiModality.AUDIO, MultiModality.TEXT], voice="Serena"
-        )
-        for clip in (pcm.astype("<i2").tobytes(), bytes(rate * 3)):
-            for i in range(0, len(clip), 3200):
-                conv.append_audio(base64.b64encode(clip[i : i + 3200]).decode())
-        events = cb.until("response.done", 60)
-    finally:
-        conv.close()
+    events = _sdk_server_vad_turn(server, pcm.astype("<i2").tobytes(), bytes(rate * 3))
     kinds = [e["type"] for e in events]
     assert kinds.count("input_audio_buffer.speech_stopped") == 1
     order = [
