@@ -45,16 +45,20 @@ import asyncio
 PLAYER_VIEW = ["buffered_ms", "position_ms", "flushed", "underruns", "playing"]
 
 async def until(widget, names, predicate, seconds):
-    changed = asyncio.Event()
-    poke = lambda _change: changed.set()
-    widget.observe(poke, names=names)
+    # The predicate is checked at each change, as the change is applied: when the kernel is busy,
+    # several trait updates can be applied before this task resumes, and a state that held only
+    # between them (e.g. "more than 2 s buffered" while a short tail plays) would be missed.
+    held = asyncio.Event()
+    def check(_change=None):
+        if predicate():
+            held.set()
+    widget.observe(check, names=names)
     try:
+        check()
         async with asyncio.timeout(seconds):
-            while not predicate():
-                changed.clear()
-                await changed.wait()
+            await held.wait()
     finally:
-        widget.unobserve(poke, names=names)
+        widget.unobserve(check, names=names)
 """
 
 _LAB_SETTINGS = {

@@ -24,7 +24,7 @@ from nbtoolkit.audio import Clip
 
 async def drive(seconds, result):
     rate = 24000
-    t = np.arange(rate * (seconds + 3)) / rate
+    t = np.arange(rate * (seconds + 10)) / rate  # a 10 s tail: "over 2 s buffered" holds for 8 s
     sweep = Clip.from_array(0.2 * np.sin(2 * np.pi * (300 + 100 * np.sin(2 * np.pi * 0.2 * t)) * t), rate)
     chunks = list(sweep[0:seconds].chunks(100))
     loop = asyncio.get_running_loop()
