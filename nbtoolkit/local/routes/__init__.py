@@ -22,8 +22,8 @@ from starlette.applications import Starlette
 __all__ = ["ENGINE_WORKERS", "engine_pool", "run_engine"]
 
 #: Threads for engine work (ASR, TTS, answers, media decoding): one per core. The work is CPU-bound
-#: and releases the GIL (pocketsphinx and eSpeak through ctypes), so more threads would only queue
-#: behind the decoders' and eSpeak's locks while taking CPU from the event loop.
+#: and releases the GIL (pocketsphinx and eSpeak through ctypes), so more threads would only contend
+#: for the same cores and take CPU from the event loop (the recognizer keeps one decoder per core).
 ENGINE_WORKERS = os.cpu_count() or 2
 
 _P = ParamSpec("_P")
