@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 import time
 import wave
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,12 @@ def _transcripts() -> list[tuple[str, str]]:
 def _padded(engine: Engine, text: str, rate: int = 16000) -> np.ndarray:
     z = np.zeros(rate // 2, dtype=np.int16)
     return np.concatenate([z, engine.synthesize(text, rate=rate), z])
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(2) as executor:
+        yield executor
 
 
 @pytest.fixture(scope="module")
@@ -237,43 +245,49 @@ def test_two_step_grammar_decode_hears_what_one_pass_over_the_whole_grammar_hear
     assert heard == [one_pass.recognize(pcm, mode="domain").text for pcm in clips]
 
 
-def test_speculation_reuses_the_transcript_of_an_unchanged_utterance(engine: Engine) -> None:
+def test_speculation_reuses_the_transcript_of_an_unchanged_utterance(
+    engine: Engine, pool: ThreadPoolExecutor
+) -> None:
     calls: list[int] = []
 
     def transcribe(pcm: np.ndarray, rate: int) -> str:
         calls.append(len(pcm))
         return engine.transcribe(pcm, rate)
 
-    ahead = Speculation(transcribe)
+    ahead = Speculation(transcribe, pool)
     audio = _padded(engine, "what is in front of me").tobytes()
     ahead.start(audio, 16000)
     ahead.start(audio, 16000)  # the same utterance again is not decoded twice
-    assert ahead.result(audio, 16000) == "what is in front of me"
+    assert ahead.future(audio, 16000).result() == "what is in front of me"
     assert len(calls) == 1
 
 
-def test_speculation_is_dropped_when_the_utterance_changed(engine: Engine) -> None:
+def test_speculation_is_dropped_when_the_utterance_changed(
+    engine: Engine, pool: ThreadPoolExecutor
+) -> None:
     calls: list[int] = []
 
     def transcribe(pcm: np.ndarray, rate: int) -> str:
         calls.append(len(pcm))
         return engine.transcribe(pcm, rate)
 
-    ahead = Speculation(transcribe)
+    ahead = Speculation(transcribe, pool)
     ahead.start(_padded(engine, "what is two times").tobytes(), 16000)
     final = _padded(engine, "what is two times three").tobytes()
-    assert ahead.result(final, 16000) == "what is two times three"
+    assert ahead.future(final, 16000).result() == "what is two times three"
     assert len(final) // 2 in calls  # decoded anew (the guess may still be running)
 
 
-def test_speculation_reports_the_transcriber_failure_to_the_caller() -> None:
+def test_speculation_reports_the_transcriber_failure_to_the_caller(
+    pool: ThreadPoolExecutor,
+) -> None:
     def broken(pcm: np.ndarray, rate: int) -> str:
         raise RuntimeError("decoder gone")
 
-    ahead = Speculation(broken)
+    ahead = Speculation(broken, pool)
     ahead.start(b"\x00\x01" * 100, 16000)
     with pytest.raises(RuntimeError, match="decoder gone"):
-        ahead.result(b"\x00\x01" * 100, 16000)
+        ahead.future(b"\x00\x01" * 100, 16000).result()
 
 
 # ---------------------------------------------------------------------- decoder pool

@@ -323,20 +323,16 @@ def factor_grammar(grammar: str) -> str:
 class Speculation:
     """Transcribe an utterance ahead of need, off the caller's thread, and reuse it if it is the one.
 
-    :meth:`start` on a VAD ``speech_paused`` hint; :meth:`future` (or the blocking :meth:`result`)
-    on ``speech_stopped``: when the final utterance is byte-for-byte the speculated one, its (ready
+    :meth:`start` on a VAD ``speech_paused`` hint; :meth:`future` on ``speech_stopped``: when the final utterance is byte-for-byte the speculated one, its (ready
     or in-flight) transcript is returned, otherwise the speculation is dropped and the final audio
     transcribed now. So the ASR runs inside the VAD's silence window without changing what is
     recognised.
 
     The work runs on ``executor`` (the local server passes its bounded engine pool, so speculations
-    queue with the other engine work instead of each taking a thread), else on a thread of its own.
-    A dropped speculation that has not started yet is cancelled.
+    queue with the other engine work). A dropped speculation that has not started yet is cancelled.
     """
 
-    def __init__(
-        self, transcribe: Callable[[np.ndarray, int], str], executor: Executor | None = None
-    ) -> None:
+    def __init__(self, transcribe: Callable[[np.ndarray, int], str], executor: Executor) -> None:
         self._transcribe = transcribe
         self._executor = executor
         self._audio: tuple[bytes, int] | None = None
@@ -362,10 +358,6 @@ class Speculation:
             future.cancel()
         return self._submit(audio, rate)
 
-    def result(self, audio: bytes, rate: int) -> str:
-        """Like :meth:`future`, but waits for the transcript (for callers on a thread of their own)."""
-        return self.future(audio, rate).result()
-
     def drop(self) -> None:
         """Forget the speculation (cancelled if it has not started), e.g. when the client left."""
         if self._future is not None:
@@ -373,20 +365,7 @@ class Speculation:
         self._audio = self._future = None
 
     def _submit(self, audio: bytes, rate: int) -> Future[str]:
-        if self._executor is not None:
-            return self._executor.submit(self._run, audio, rate)
-        future: Future[str] = Future()
-
-        def run() -> None:
-            if not future.set_running_or_notify_cancel():
-                return  # dropped before it began
-            try:
-                future.set_result(self._run(audio, rate))
-            except Exception as exc:  # handed to whoever asks for this result
-                future.set_exception(exc)
-
-        threading.Thread(target=run, name="nbtoolkit-asr-ahead", daemon=True).start()
-        return future
+        return self._executor.submit(self._run, audio, rate)
 
     def _run(self, audio: bytes, rate: int) -> str:
         pcm = np.frombuffer(audio[: len(audio) // 2 * 2], dtype="<i2").astype(np.int16)
