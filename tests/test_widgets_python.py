@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -310,6 +311,45 @@ def test_record_button_of_a_simulated_recorder_plays_the_source_and_stop_cancels
     assert rec.clip is not None and 0 < rec.clip.duration < source.duration
     assert rec.clip.to_pcm() == source.to_pcm()[: rec.clip.nbytes]
     assert rec.status == "stopped"
+    rec.close()
+
+
+def test_record_and_stop_handled_on_a_subshell_thread_run_the_take_on_the_kernel_loop(
+    tmp_path,
+) -> None:  # type: ignore[no-untyped-def]
+    # JupyterLab >= 4.4 with ipykernel 7 handles comm messages on a subshell: another thread with
+    # its own running loop. The take must still run on the loop the Recorder was made on (the
+    # kernel's), and Stop from that thread must reach it.
+    source = tone(30.0)
+
+    def subshell(message: dict[str, Any]) -> None:
+        async def handle() -> None:
+            comm.from_view(message)
+
+        thread = threading.Thread(target=asyncio.run, args=(handle(),))
+        thread.start()
+        thread.join(timeout(5))
+
+    async def main() -> Recorder:
+        rec = Recorder(source=source, realtime=True, save_dir=tmp_path)  # made in a "cell"
+        rec.comm = comm
+        chunks = rec.stream()
+        first = asyncio.ensure_future(anext(chunks))
+        await asyncio.sleep(0)  # the stream is registered
+        subshell({"type": "record"})
+        await asyncio.wait_for(first, timeout(5))
+        task = rec._sim_task
+        assert task is not None and task.get_loop() is asyncio.get_running_loop()
+        subshell({"type": "stop"})
+        async with asyncio.timeout(timeout(5)):  # a 30 s source: only Stop ends it this soon
+            async for _ in chunks:
+                pass
+        return rec
+
+    comm = FakeComm()
+    rec = asyncio.run(main())
+    assert rec.clip is not None and 0 < rec.clip.duration < 5
+    assert rec.clip.to_pcm() == source.to_pcm()[: rec.clip.nbytes]
     rec.close()
 
 

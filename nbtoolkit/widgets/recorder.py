@@ -11,6 +11,12 @@ state ends up in the notebook file, so audio never goes into a trait.
 With ``camera=True`` the view also has a Snapshot button: the browser grabs a camera frame as JPEG
 and sends it as a custom message (``await rec.snapshot()`` asks for one from the kernel); headless,
 the frames come from a given list of images.
+
+Widget messages may be handled on a thread other than the kernel's: JupyterLab ≥ 4.4 with
+ipykernel ≥ 7 sends comm messages over a kernel subshell (its own thread and event loop) by
+default. So this half never touches an asyncio object from a message handler directly: chunks reach
+``stream()`` iterators, snapshot futures and the simulated source's task through
+``call_soon_threadsafe`` on the loop that owns them.
 """
 
 from __future__ import annotations
@@ -147,6 +153,12 @@ class Recorder(anywidget.AnyWidget):
         self.source = source
         self.realtime = realtime
         self.save_dir = Path(save_dir or _DEFAULT_DIR).expanduser()
+        # the kernel's loop when made in a cell: the Record button's simulation runs there, not on
+        # the subshell thread that may handle the button's message
+        try:
+            self._home: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._home = None
         #: Finished recordings, oldest first.
         self.clips: list[Clip] = []
         #: Browser→kernel delay of each chunk of the current take (ms, same machine clock).
@@ -255,8 +267,7 @@ class Recorder(anywidget.AnyWidget):
 
     def stop(self) -> None:
         """Stop recording (the browser sends what it holds, then the take is finished)."""
-        if (task := self._running_simulation()) is not None:
-            task.cancel()
+        self._cancel_simulation()
         self.send({"type": "stop"})
 
     def simulate(
@@ -350,9 +361,7 @@ class Recorder(anywidget.AnyWidget):
             if isinstance(seq, int) and not isinstance(seq, bool):  # a malformed chunk is ignored
                 self._add_chunk(seq, content.get("t"), buffers[0])
         elif kind == "stop":
-            if (task := self._running_simulation()) is not None:
-                task.cancel()  # its cleanup finishes the take
-            else:
+            if not self._cancel_simulation():  # else its cleanup finishes the take
                 self._finish_take()
         elif kind == "record":
             self._on_record_pressed()
@@ -463,15 +472,32 @@ class Recorder(anywidget.AnyWidget):
         task = self._sim_task
         return task if task is not None and not task.done() else None
 
+    def _cancel_simulation(self) -> bool:
+        """Cancel a running simulated take from any thread; False if none runs."""
+        task = self._running_simulation()
+        if task is None:
+            return False
+        task.get_loop().call_soon_threadsafe(task.cancel)
+        return True
+
     def _on_record_pressed(self) -> None:
         # the Record button of a simulated Recorder plays the source in the background
         if self.source is None or self._running_simulation() is not None:
+            return
+        home = self._home
+        if home is not None and home.is_running() and not home.is_closed():
+            home.call_soon_threadsafe(self._play_source, home)
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.simulate(self.source, realtime=False)
             return
+        self._play_source(loop)
+
+    def _play_source(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.source is None or self._running_simulation() is not None:
+            return  # pressed twice before the first press was carried out
         self._sim_task = loop.create_task(self.asimulate(self.source, realtime=self.realtime))
 
 

@@ -36,29 +36,50 @@ SCREENSHOTS = ARTIFACTS / "screenshots"
 #: What the fake microphone says (the recorder test checks these words come back).
 PHRASE = "go forward ten meters"
 
-#: Kernel-side code for a driver cell: ``await until(widget, names, predicate, seconds)`` waits,
+#: Kernel-side code for a driver cell. ``await until(widget, names, predicate, seconds)`` waits,
 #: bounded, until ``predicate()`` holds, checking it again whenever one of the widget's traits
-#: ``names`` changes; ``PLAYER_VIEW`` names the traits a Player's view reports.
+#: ``names`` changes. ``await when(widget, names, predicate, action, seconds)`` does the same and
+#: calls ``action()`` inside the observer, at the moment the predicate first holds, returning its
+#: result: a state that lasts only a few seconds (e.g. "more than 2 s buffered") must be acted on
+#: there. ``PLAYER_VIEW`` names the traits a Player's view reports.
 UNTIL = """
-import asyncio
+import asyncio, threading
 
 PLAYER_VIEW = ["buffered_ms", "position_ms", "flushed", "underruns", "playing"]
 
-async def until(widget, names, predicate, seconds):
-    # The predicate is checked at each change, as the change is applied: when the kernel is busy,
-    # several trait updates can be applied before this task resumes, and a state that held only
-    # between them (e.g. "more than 2 s buffered" while a short tail plays) would be missed.
-    held = asyncio.Event()
+async def when(widget, names, predicate, action, seconds):
+    # The observer runs on whichever thread handles widget messages: with JupyterLab's comms over
+    # subshells that is a subshell thread with a loop of its own, where a plain Event.set() does
+    # not wake this loop (CI once saw the waiter resume only at its 30 s timeout), hence
+    # call_soon_threadsafe. The predicate is checked as each change is applied: several updates
+    # can be applied before this task resumes, and a state held only between them would be missed.
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    fired, outcome = [], []
+    lock = threading.Lock()
     def check(_change=None):
-        if predicate():
-            held.set()
+        with lock:
+            if fired or not predicate():
+                return
+            fired.append(True)  # before the action, which may change the traits observed here
+        try:
+            outcome.append(action())
+        except Exception as exc:
+            outcome.append(exc)
+        loop.call_soon_threadsafe(done.set)
     widget.observe(check, names=names)
     try:
         check()
         async with asyncio.timeout(seconds):
-            await held.wait()
+            await done.wait()
     finally:
         widget.unobserve(check, names=names)
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
+
+async def until(widget, names, predicate, seconds):
+    await when(widget, names, predicate, lambda: None, seconds)
 """
 
 _LAB_SETTINGS = {
@@ -121,17 +142,22 @@ class Notebook:
     def __init__(self, page: Any, lab: Lab) -> None:
         self.page = page
         self.lab = lab
+        self.cells: list[str] = []
 
     def open(self, name: str, cells: list[str]) -> None:
         """Write the notebook ``name`` with ``cells``, open it, and wait until its kernel is
         really idle (the status bar, not the toolbar)."""
         self.lab.write_notebook(name, cells)
+        self.cells = cells
         self.page.goto(f"{self.lab.url}/lab/tree/{name}?token={self.lab.token}&reset")
         self.page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=timeout(90) * 1000)
 
     def run_cell(self, containing: str) -> None:
-        """Run the one cell whose source contains ``containing`` (Ctrl+Enter: no new cell)."""
-        cell = self.page.locator(".jp-CodeCell", has_text=containing).first
+        """Run the first cell whose source contains ``containing`` (Ctrl+Enter: no new cell)."""
+        # Found by position, not by the page's text: CodeMirror renders only the lines near the
+        # viewport, so a long cell's text is not all on the page.
+        index = next(i for i, source in enumerate(self.cells) if containing in source)
+        cell = self.page.locator(".jp-CodeCell").nth(index)
         cell.locator(".cm-content").click()
         self.page.keyboard.press("Control+Enter")
 

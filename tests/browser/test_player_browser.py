@@ -38,11 +38,15 @@ async def drive(seconds, result):
             positions.append(player.position_ms)
     # an answer still arriving faster than it plays: then the user barges in
     player.feed(sweep[seconds:].to_pcm())
-    await until(player, PLAYER_VIEW, lambda: player.buffered_ms > 2000, 30)
-    report = {"positions_ms": positions, "underruns": player.underruns,
-              "before_flush": {"buffered_ms": player.buffered_ms, "position_ms": player.position_ms},
-              "fed_ms": player.fed_ms}
-    player.flush()
+    def barge_in():
+        state = {"positions_ms": positions, "underruns": player.underruns,
+                 "before_flush": {"buffered_ms": player.buffered_ms, "position_ms": player.position_ms},
+                 "fed_ms": player.fed_ms, "flushed_at": loop.time()}
+        player.flush()
+        return state
+    report = await when(player, PLAYER_VIEW, lambda: player.buffered_ms > 2000, barge_in, 30)
+    # how late this task resumed after the flush (a diagnostic for loaded machines)
+    report["resume_lag_s"] = round(loop.time() - report.pop("flushed_at"), 3)
     await until(player, PLAYER_VIEW,
                 lambda: player.flushed == 1 and player.buffered_ms == 0 and not player.playing, 30)
     report["after_flush"] = {"buffered_ms": player.buffered_ms, "position_ms": player.position_ms,
