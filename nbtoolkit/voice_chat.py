@@ -3,10 +3,12 @@
 The one bridge between :mod:`nbtoolkit.widgets` and :mod:`nbtoolkit.backends`: this module holds
 the widget, and its private helper :mod:`nbtoolkit._voice_chat_bridges` the backend adapters.
 
-ipykernel handles no widget message while a cell runs, so :meth:`VoiceChat.start` runs the session
-as a background task on the kernel's event loop and returns at once; microphone chunks, backend
-events and the SDK's thread callbacks all meet on that loop (callbacks from other threads hop there
-with ``loop.call_soon_threadsafe``) before anything touches a widget.
+Unless comms go over a kernel subshell, ipykernel handles no widget message while a cell runs, so
+:meth:`VoiceChat.start` runs the session as a background task on the kernel's event loop and
+returns at once; microphone chunks, backend events and the SDK's thread callbacks all meet on that
+loop before anything touches a widget. Callbacks from other threads (the SDK's, and widget
+handlers, which JupyterLab ≥ 4.4 with ipykernel 7 runs on a subshell thread) hop there with
+``loop.call_soon_threadsafe``.
 
 One bridge class per backend family (in :mod:`nbtoolkit._voice_chat_bridges`) turns recorder
 takes/chunks into backend calls and backend events into player audio, turns and dialog states:
