@@ -26,6 +26,7 @@ from websockets.sync.client import connect as sync_connect
 
 from nbtoolkit.local.engine.asr import Speculation
 from nbtoolkit.local.routes import ENGINE_WORKERS
+from tests.test_server_realtime import TURN_ORDER, assert_in_order, transcripts
 
 QUESTION = "one plus one equals what"
 RATE = 16000
@@ -107,22 +108,8 @@ def test_realtime_session_reads_pings_and_detects_speech_while_the_engine_pool_i
     with busy_engine_pool(server) as gate:
         events = asyncio.run(_realtime_turn(server, question_pcm, gate))
     kinds = [e["type"] for e in events]
-    order = [
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "conversation.item.created",
-        "conversation.item.input_audio_transcription.completed",
-        "response.created",
-        "response.audio.delta",
-        "response.done",
-    ]
-    assert [kinds.index(k) for k in order] == sorted(kinds.index(k) for k in order), kinds
-    heard = next(
-        e["transcript"]
-        for e in events
-        if e["type"] == "conversation.item.input_audio_transcription.completed"
-    )
+    assert_in_order(kinds, TURN_ORDER)
+    heard = transcripts(events)[0]
     assert {"one", "plus"} <= set(heard.split()), heard
     # the silence sent while the transcript was pending started no second turn
     assert kinds.count("input_audio_buffer.speech_stopped") == 1

@@ -36,14 +36,38 @@ def words_in_audio(engine: Any, pcm24k: bytes) -> str:
     return text
 
 
-def check_answer(engine: Any, events: list[dict[str, Any]]) -> None:
-    """The turn heard the question and answered "two", in words and in speech."""
-    kinds = [e["type"] for e in events]
-    heard = [
+#: A server-VAD turn's events, in the order the server sends them.
+TURN_ORDER = (
+    "input_audio_buffer.speech_started",
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+    "conversation.item.created",
+    "conversation.item.input_audio_transcription.completed",
+    "response.created",
+    "response.audio.delta",
+    "response.done",
+)
+
+
+def assert_in_order(kinds: list[str], names: tuple[str, ...]) -> None:
+    """Each of ``names`` is in ``kinds``, first occurrences in this order."""
+    positions = [kinds.index(k) for k in names]
+    assert positions == sorted(positions), kinds
+
+
+def transcripts(events: list[dict[str, Any]]) -> list[str]:
+    """What the server heard, one transcript per committed turn."""
+    return [
         e["transcript"]
         for e in events
         if e["type"] == "conversation.item.input_audio_transcription.completed"
     ]
+
+
+def check_answer(engine: Any, events: list[dict[str, Any]]) -> None:
+    """The turn heard the question and answered "two", in words and in speech."""
+    kinds = [e["type"] for e in events]
+    heard = transcripts(events)
     assert heard and all(w in heard[0].split() for w in ("one", "plus")), heard
     transcript = "".join(
         e["delta"] for e in events if e["type"] == "response.audio_transcript.delta"
@@ -331,20 +355,7 @@ def test_server_vad_pause_inside_a_question_is_transcribed_whole_in_protocol_ord
     events = _sdk_server_vad_turn(server, pcm.astype("<i2").tobytes(), bytes(rate * 3))
     kinds = [e["type"] for e in events]
     assert kinds.count("input_audio_buffer.speech_stopped") == 1
-    order = [
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "conversation.item.created",
-        "conversation.item.input_audio_transcription.completed",
-        "response.created",
-        "response.audio.delta",
-    ]
-    assert [kinds.index(k) for k in order] == sorted(kinds.index(k) for k in order)
-    heard = next(
-        e["transcript"]
-        for e in events
-        if e["type"] == "conversation.item.input_audio_transcription.completed"
-    )
-    assert heard == "what is two times three"
+    assert_in_order(kinds, TURN_ORDER[1:-1])
+    assert transcripts(events)[0] == "what is two times three"
     answer = "".join(e["delta"] for e in events if e["type"] == "response.audio_transcript.delta")
     assert "six" in re.findall(r"[a-z]+", answer.lower())
