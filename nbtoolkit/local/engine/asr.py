@@ -323,10 +323,10 @@ def factor_grammar(grammar: str) -> str:
 class Speculation:
     """Transcribe an utterance ahead of need, off the caller's thread, and reuse it if it is the one.
 
-    :meth:`start` on a VAD ``speech_paused`` hint; :meth:`future` on ``speech_stopped``: when the final utterance is byte-for-byte the speculated one, its (ready
-    or in-flight) transcript is returned, otherwise the speculation is dropped and the final audio
-    transcribed now. So the ASR runs inside the VAD's silence window without changing what is
-    recognised.
+    :meth:`start` on a VAD ``speech_paused`` hint; :meth:`future` on ``speech_stopped``: when the
+    final utterance is byte-for-byte the speculated one, its (ready or in-flight) transcript is
+    returned, otherwise the speculation is dropped and the final audio transcribed now. So the ASR
+    runs inside the VAD's silence window without changing what is recognised.
 
     The work runs on ``executor`` (the local server passes its bounded engine pool, so speculations
     queue with the other engine work). A dropped speculation that has not started yet is cancelled.
