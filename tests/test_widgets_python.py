@@ -17,7 +17,15 @@ import pytest
 from nbtoolkit.audio import Clip
 from nbtoolkit.config import Secret
 from nbtoolkit.errors import AudioError
-from nbtoolkit.widgets import Player, Recorder, clip_from_ipywebrtc
+from nbtoolkit.widgets import (
+    Chunk,
+    Player,
+    Recorder,
+    RecorderEvent,
+    TakeEnded,
+    TakeStarted,
+    clip_from_ipywebrtc,
+)
 from nbtoolkit.widgets.player import MAX_MESSAGE_BYTES
 from tests.conftest import timeout
 
@@ -177,6 +185,96 @@ def test_stream_yields_live_chunks_and_ends_when_recording_stops(recorder) -> No
         return got
 
     assert asyncio.run(main()) == chunks
+
+
+def take_events(rec: Recorder, produce: Any) -> list[RecorderEvent]:
+    """The take events a consumer on its own loop sees while ``produce()`` runs (from any thread)."""
+
+    async def main() -> list[RecorderEvent]:
+        events: list[RecorderEvent] = []
+        with rec.events() as feed:
+            await asyncio.to_thread(produce)
+            feed.close()
+            async with asyncio.timeout(timeout(5)):
+                events = [event async for event in feed]
+        return events
+
+    return asyncio.run(main())
+
+
+def test_take_events_are_take_started_then_each_chunk_then_take_ended(recorder) -> None:  # type: ignore[no-untyped-def]
+    rec, comm = recorder
+    chunks = browser_chunks(tone(0.3))
+
+    events = take_events(rec, lambda: record_in_view(comm, chunks))
+
+    assert [e.type for e in events] == ["take.started", *["take.chunk"] * 3, "take.ended"]
+    started, *middle, ended = events
+    assert isinstance(started, TakeStarted) and started.path == rec.path
+    assert [e.pcm for e in middle if isinstance(e, Chunk)] == chunks
+    assert isinstance(ended, TakeEnded) and ended.path == rec.path
+
+
+def test_a_chunk_never_comes_before_the_start_of_its_take(recorder) -> None:  # type: ignore[no-untyped-def]
+    # the view's "start" may be lost (or the take was opened elsewhere): the first chunk opens it
+    rec, comm = recorder
+    a, b = browser_chunks(tone(0.2))
+
+    def chunks_without_start() -> None:
+        comm.from_view({"type": "chunk", "seq": 0}, [a])
+        comm.from_view({"type": "chunk", "seq": 1}, [b])
+        comm.from_view({"type": "stop"})
+
+    events = take_events(rec, chunks_without_start)
+
+    assert [e.type for e in events] == ["take.started", "take.chunk", "take.chunk", "take.ended"]
+
+
+def test_take_ended_carries_the_whole_take(recorder) -> None:  # type: ignore[no-untyped-def]
+    rec, comm = recorder
+    first, second = tone(0.5, hz=300), tone(0.7, hz=600)
+
+    def two_takes() -> None:
+        record_in_view(comm, browser_chunks(first))
+        record_in_view(comm, browser_chunks(second))
+
+    events = take_events(rec, two_takes)
+
+    assert [e.clip for e in events if isinstance(e, TakeEnded)] == [first, second] == rec.clips
+
+
+def test_a_take_without_audio_ends_with_no_clip_and_keeps_no_file(recorder) -> None:  # type: ignore[no-untyped-def]
+    rec, comm = recorder
+
+    events = take_events(rec, lambda: record_in_view(comm, []))
+
+    assert [e.type for e in events] == ["take.started", "take.ended"]
+    assert events[-1] == TakeEnded(None, "")
+    assert rec.clips == []
+
+
+def test_take_events_from_a_subshell_thread_keep_their_order_on_the_consumer_loop(recorder) -> None:  # type: ignore[no-untyped-def]
+    # take_events() produces on a worker thread: every event hops to the consumer's loop
+    rec, comm = recorder
+    chunks = browser_chunks(tone(2.0), ms=20)
+
+    events = take_events(rec, lambda: record_in_view(comm, chunks))
+
+    assert [e.pcm for e in events if isinstance(e, Chunk)] == chunks
+    assert isinstance(events[0], TakeStarted) and isinstance(events[-1], TakeEnded)
+
+
+def test_a_closed_feed_receives_nothing_more(recorder) -> None:  # type: ignore[no-untyped-def]
+    rec, comm = recorder
+
+    async def main() -> list[RecorderEvent]:
+        feed = rec.events()
+        feed.close()
+        record_in_view(comm, browser_chunks(tone(0.2)))
+        return [event async for event in feed]
+
+    assert asyncio.run(main()) == []
+    assert rec.clip is not None  # the recording itself went on
 
 
 def test_microphone_error_ends_the_take_and_keeps_what_arrived(recorder) -> None:  # type: ignore[no-untyped-def]

@@ -2,8 +2,12 @@
 
 The browser half (``recorder.js``) captures with an AudioWorklet, downsamples to 16 kHz and sends
 ~100 ms chunks as binary custom messages. This half writes every chunk to a WAV file on disk as it
-arrives (so a page reload or kernel restart loses nothing already captured), hands it to
-``on_chunk`` callbacks and ``stream()`` iterators, and keeps the finished takes as Clips.
+arrives (so a page reload or kernel restart loses nothing already captured), keeps the finished
+takes as Clips, and tells its consumers in one ordered channel: :meth:`Recorder.events` yields
+:class:`TakeStarted`, then each :class:`Chunk`, then :class:`TakeEnded` carrying the whole take
+(``stream()`` and ``on_chunk`` callbacks are views of that channel). A chunk never comes before
+the start of its take: the take starts when the view says so or with its first chunk, whichever
+comes first.
 
 Only small state is synced (status, level, elapsed, error, options, the file path): saved widget
 state ends up in the notebook file, so audio never goes into a trait.
@@ -14,8 +18,8 @@ the frames come from a given list of images.
 
 Widget messages may be handled on a thread other than the kernel's: JupyterLab ≥ 4.4 with
 ipykernel ≥ 7 sends comm messages over a kernel subshell (its own thread and event loop) by
-default. So this half never touches an asyncio object from a message handler directly: chunks reach
-``stream()`` iterators, snapshot futures and the simulated source's task through
+default. So this half never touches an asyncio object from a message handler directly: take events
+reach ``events()`` feeds, snapshot futures and the simulated source's task through
 ``call_soon_threadsafe`` on the loop that owns them.
 """
 
@@ -29,9 +33,11 @@ import os
 import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Literal
 
 import anywidget
 import numpy as np
@@ -40,7 +46,17 @@ import traitlets
 from nbtoolkit.audio import Clip
 from nbtoolkit.errors import AudioError, ImageError
 
-__all__ = ["RATE", "Recorder", "clip_from_ipywebrtc", "is_headless"]
+__all__ = [
+    "RATE",
+    "Chunk",
+    "Recorder",
+    "RecorderEvent",
+    "TakeEnded",
+    "TakeEvents",
+    "TakeStarted",
+    "clip_from_ipywebrtc",
+    "is_headless",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +81,81 @@ def is_headless() -> bool:
     if flag is not None:
         return flag.strip().lower() not in ("", "0", "false", "no")
     return "PYTEST_CURRENT_TEST" in os.environ and "JPY_SESSION_NAME" not in os.environ
+
+
+@dataclass(frozen=True)
+class TakeStarted:
+    """A take began; its audio is written to ``path`` as it arrives."""
+
+    path: str
+    type: Literal["take.started"] = "take.started"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """The next piece of the open take: 16 kHz mono PCM16 (about ``chunk_ms`` long)."""
+
+    pcm: bytes = field(repr=False)
+    type: Literal["take.chunk"] = "take.chunk"
+
+
+@dataclass(frozen=True)
+class TakeEnded:
+    """The take is over: ``clip`` is all of it (also the last of ``Recorder.clips``), or ``None``
+    when no audio arrived (then nothing was kept on disk and ``path`` is "")."""
+
+    clip: Clip | None
+    path: str
+    type: Literal["take.ended"] = "take.ended"
+
+
+#: What :meth:`Recorder.events` yields, in this order for each take.
+RecorderEvent = TakeStarted | Chunk | TakeEnded
+
+
+class TakeEvents:
+    """A Recorder's take events, in order, on the event loop that asked for them.
+
+    Made by :meth:`Recorder.events` (subscribed from that moment, so nothing after it is missed);
+    ``async for event in feed`` waits for the next one; :meth:`close` (or leaving a ``with``
+    block) unsubscribes and ends the iteration. Events may be produced on any thread (widget
+    messages can arrive on a kernel subshell): they hop to this loop with
+    ``call_soon_threadsafe``, which keeps their order.
+    """
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[RecorderEvent | None] = asyncio.Queue()
+        self._recorder = recorder
+        recorder._feeds.append(self)
+
+    def __aiter__(self) -> TakeEvents:
+        return self
+
+    async def __anext__(self) -> RecorderEvent:
+        event = await self._queue.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    def __enter__(self) -> TakeEvents:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Unsubscribe; the iteration ends after the events already delivered."""
+        if self in self._recorder._feeds:
+            self._recorder._feeds.remove(self)
+            self._put(None)
+
+    def _put(self, event: RecorderEvent | None) -> None:
+        # from any thread; a feed whose loop has ended just stops receiving
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
 
 
 class _WavLog:
@@ -121,8 +212,10 @@ class Recorder(anywidget.AnyWidget):
         Images (JPEG/PNG bytes, paths or PIL images) that stand in for the camera: each
         :meth:`snapshot` takes the next, and the last one repeats (headless runs, demos).
 
-    Use ``rec.on_chunk(callback)`` or ``async for pcm in rec.stream()`` for the live chunks,
-    ``rec.clip`` for the last finished recording and ``rec.clips`` for all of them.
+    ``async for event in rec.events()`` gives each take as :class:`TakeStarted`, its
+    :class:`Chunk` s and :class:`TakeEnded` (with the whole take); ``rec.on_chunk(callback)`` and
+    ``async for pcm in rec.stream()`` give just the chunks. ``rec.clip`` is the last finished
+    recording and ``rec.clips`` all of them.
     """
 
     _esm = _HERE / "recorder.js"
@@ -166,7 +259,7 @@ class Recorder(anywidget.AnyWidget):
         #: Chunks of the current take that never arrived (sequence gaps).
         self.missing_chunks = 0
         self._callbacks: list[ChunkCallback] = []
-        self._streams: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[bytes | None]]] = []
+        self._feeds: list[TakeEvents] = []
         self._wav: _WavLog | None = None
         self._pcm = bytearray()
         self._last_seq = -1
@@ -195,24 +288,27 @@ class Recorder(anywidget.AnyWidget):
         """True while a take is open (chunks are arriving)."""
         return self._wav is not None
 
+    def events(self) -> TakeEvents:
+        """The take events from now on, in order, on the running event loop:
+        ``async for event in rec.events()`` (see :class:`TakeEvents`)."""
+        return TakeEvents(self)
+
     def on_chunk(self, callback: ChunkCallback, remove: bool = False) -> None:
-        """Call ``callback(pcm16_bytes)`` for every chunk as it arrives (16 kHz mono)."""
+        """Call ``callback(pcm16_bytes)`` for every :class:`Chunk` as it arrives (16 kHz mono), on
+        the thread that handles the widget's messages."""
         if remove:
             self._callbacks.remove(callback)
         else:
             self._callbacks.append(callback)
 
     async def stream(self) -> AsyncIterator[bytes]:
-        """Yield the PCM16 chunks of the current (or next) take until it stops."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        entry = (loop, queue)
-        self._streams.append(entry)
-        try:
-            while (pcm := await queue.get()) is not None:
-                yield pcm
-        finally:
-            self._streams.remove(entry)
+        """Yield the PCM16 chunks of the current (or next) take until it ends."""
+        with self.events() as feed:
+            async for event in feed:
+                if isinstance(event, Chunk):
+                    yield event.pcm
+                elif isinstance(event, TakeEnded):
+                    return
 
     def on_snapshot(self, callback: FrameCallback, remove: bool = False) -> None:
         """Call ``callback(jpeg_bytes)`` for each frame of the view's Snapshot button (frames
@@ -402,6 +498,7 @@ class Recorder(anywidget.AnyWidget):
         self.chunk_latencies_ms = []
         self.error = ""
         self.path = str(self._wav.path)
+        self._emit(TakeStarted(self.path))
 
     def _add_chunk(self, seq: int, t_ms: Any, buffer: Any) -> None:
         pcm = bytes(buffer)
@@ -424,24 +521,27 @@ class Recorder(anywidget.AnyWidget):
             except Exception:
                 # one failing consumer must not stop the recording or the others
                 log.exception("Recorder on_chunk callback %r failed", callback)
-        for loop, queue in list(self._streams):
-            loop.call_soon_threadsafe(queue.put_nowait, pcm)
+        self._emit(Chunk(pcm))
 
     def _finish_take(self) -> Clip | None:
         if self._wav is None:
             return None
         wav, self._wav = self._wav, None
         wav.close()
-        for loop, queue in list(self._streams):
-            loop.call_soon_threadsafe(queue.put_nowait, None)
-        if not self._pcm:
+        clip = None
+        if self._pcm:
+            clip = Clip.from_pcm(bytes(self._pcm), RATE)
+            self._pcm = bytearray()
+            self.clips.append(clip)
+        else:
             wav.path.unlink(missing_ok=True)
             self.path = ""
-            return None
-        clip = Clip.from_pcm(bytes(self._pcm), RATE)
-        self._pcm = bytearray()
-        self.clips.append(clip)
+        self._emit(TakeEnded(clip, self.path))
         return clip
+
+    def _emit(self, event: RecorderEvent) -> None:
+        for feed in list(self._feeds):
+            feed._put(event)
 
     def _on_error(self, change: dict[str, Any]) -> None:
         if change["new"]:
