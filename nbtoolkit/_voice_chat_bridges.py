@@ -36,8 +36,8 @@ from nbtoolkit.protocols.realtime import (
     SpeechStarted,
     SpeechStopped,
     TextDelta,
-    TurnCollector,
 )
+from nbtoolkit.protocols.realtime_turn import RealtimeTurnCollector
 from nbtoolkit.results import Turn
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ class _OmniBridge(Bridge):
             else "Qwen-Omni realtime · push to talk: record, stop, and the answer comes"
         )
         self.outbox: asyncio.Queue[Any] = asyncio.Queue()
-        self.collector = TurnCollector()
+        self.collector = RealtimeTurnCollector()
         self.flushed = False  # the player was flushed since the current answer began
         self.opened = False
         self.audio_sent = False  # images may only follow audio
@@ -295,7 +295,7 @@ class _OmniBridge(Bridge):
         elif isinstance(event, ResponseDone) and c.done:
             chat._mark("server", "response.done", status=c.status)
             self.answered(self.rt.make_turn(c, chat._new_turn_timeline()))
-            self.collector = TurnCollector()
+            self.collector = RealtimeTurnCollector()
 
 
 class _TakeBridge(Bridge):

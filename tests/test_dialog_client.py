@@ -276,9 +276,9 @@ def test_hooks_run_off_the_callers_thread(server):
 
 
 def test_usage_is_counted_by_the_engine_rule_when_the_service_reports_none(server):
-    from nbtoolkit.protocols.dialog import TurnCollector
+    from nbtoolkit.protocols.dialog import DialogTurnCollector
 
-    answer = TurnCollector()
+    answer = DialogTurnCollector()
     answer.heard, answer.text, answer.sent_seconds = "one plus one", "two", 1.5
     answer.audio += bytes(2 * 24000)  # 1 s at 24 kHz
     usage = dialog(server, sample_rate=24000)._usage(answer)

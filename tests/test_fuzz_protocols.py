@@ -19,10 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nbtoolkit.errors import ProtocolError, ServerError
+from nbtoolkit.local import realtime_session as rs
 from nbtoolkit.protocols import audio_modalities as am
 from nbtoolkit.protocols import conversation as conv
 from nbtoolkit.protocols import dialog as dlg
 from nbtoolkit.protocols import realtime as rt
+from nbtoolkit.protocols.realtime_turn import RealtimeTurnCollector
 from nbtoolkit.protocols.sse import SSEDecoder, SSEEvent, encode
 
 
@@ -427,7 +429,7 @@ def test_dialog_session_never_raises_on_any_sequence_and_every_frame_serialises(
     )
 )
 def test_dialog_turn_collector_folds_any_event_sequence(events: list[tuple[str, Any]]) -> None:
-    turn = dlg.TurnCollector()
+    turn = dlg.DialogTurnCollector()
     for name, output in events:
         turn.event(name, output)
     assert turn.status in ("completed", "cancelled")
@@ -523,7 +525,7 @@ def test_realtime_parsers_return_typed_events_or_a_protocol_error(frame: Any) ->
         assert type(again) is type(event)
 
 
-def _check_realtime_step(step: rt.Step, done: set[str]) -> None:
+def _check_realtime_step(step: rs.Step, done: set[str]) -> None:
     for event in step.events:
         parsed = rt.parse_server_event(event.to_json())
         assert type(parsed) is type(event)
@@ -570,12 +572,12 @@ _rt_steps = st.lists(
 def test_realtime_session_never_raises_and_never_sends_a_delta_after_response_done(
     steps: list[tuple[Any, ...]],
 ) -> None:
-    session = rt.RealtimeSession("qwen-omni-turbo-realtime")
+    session = rs.RealtimeSession("qwen-omni-turbo-realtime")
     done: set[str] = set()
     _check_realtime_step(session.opened(), done)
     answering: list[str] = []
     for kind, *args in steps:
-        step = rt.Step([], [])
+        step = rs.Step([], [])
         if kind == "client":
             frame = args[0]
             step = session.receive(json.dumps(frame) if isinstance(frame, dict) else frame)
@@ -595,10 +597,10 @@ def test_realtime_session_never_raises_and_never_sends_a_delta_after_response_do
                 events = session.text_delta(rid, text)
             else:
                 events = session.transcript_delta(rid, text)
-            step = rt.Step(events, [])
+            step = rs.Step(events, [])
         elif kind == "end" and answering:
             rid = answering[-1]
-            step = rt.Step(
+            step = rs.Step(
                 session.end_response(rid) if args[0] else session.fail_response(rid, "x"), []
             )
         elif kind == "begin":
@@ -608,14 +610,14 @@ def test_realtime_session_never_raises_and_never_sends_a_delta_after_response_do
                 Exception
             ) as exc:  # the refusal type is private; the route only calls via receive
                 assert type(exc).__name__ == "_Refused"
-        answering += [a.response_id for a in step.actions if isinstance(a, rt.NeedAnswer)]
+        answering += [a.response_id for a in step.actions if isinstance(a, rs.NeedAnswer)]
         _check_realtime_step(step, done)
         assert session.response is None or session.response.id not in done
 
 
-def _answering_session() -> rt.RealtimeSession:
+def _answering_session() -> rs.RealtimeSession:
     """A manual-mode session with one committed input and a response in progress."""
-    session = rt.RealtimeSession("qwen-omni-turbo-realtime")
+    session = rs.RealtimeSession("qwen-omni-turbo-realtime")
     session.opened()
     session.receive(rt.SessionUpdate(session={"turn_detection": None}).to_json())
     session.receive(rt.InputAudioAppend.of(b"\x01\x00" * 160).to_json())
@@ -630,7 +632,7 @@ def _answering_session() -> rt.RealtimeSession:
 def test_realtime_session_answers_any_client_event_with_frames_never_an_exception(
     frame: dict[str, Any], answering: bool
 ) -> None:
-    session = _answering_session() if answering else rt.RealtimeSession("qwen-omni-turbo-realtime")
+    session = _answering_session() if answering else rs.RealtimeSession("qwen-omni-turbo-realtime")
     step = session.receive(json.dumps(frame))
     _check_realtime_step(step, set())
     for event in step.events:
@@ -652,14 +654,14 @@ def test_deeply_nested_json_is_a_protocol_error_for_every_parser() -> None:
         except ProtocolError:
             continue
         raise AssertionError(f"{parse} accepted 100,000 nested lists")
-    step = rt.RealtimeSession("m").receive(deep)
+    step = rs.RealtimeSession("m").receive(deep)
     assert isinstance(step.events[0], rt.ErrorEvent) and step.events[0].code == "invalid_json"
 
 
 @fuzz(500)
 @given(events=st.lists(_event_dicts(rt.SERVER_EVENTS), max_size=8))
 def test_realtime_turn_collector_folds_any_server_events(events: list[dict[str, Any]]) -> None:
-    turn = rt.TurnCollector()
+    turn = RealtimeTurnCollector()
     for frame in events:
         try:
             turn.feed(rt.parse_server_event(frame))

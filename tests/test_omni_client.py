@@ -17,7 +17,8 @@ from nbtoolkit.config import Secret, local_endpoints
 from nbtoolkit.errors import AuthError, ConnectionLost, ImageError, ProtocolError, RateLimited
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.local import Faults
-from nbtoolkit.protocols.realtime import AudioDelta, ResponseDone, TurnCollector, UnknownEvent
+from nbtoolkit.protocols.realtime import AudioDelta, ResponseDone, UnknownEvent
+from nbtoolkit.protocols.realtime_turn import RealtimeTurnCollector
 from nbtoolkit.results import Turn
 from nbtoolkit.retry import RetryPolicy
 
@@ -210,7 +211,7 @@ def test_barge_in_cancel_that_crosses_the_cancelled_response_spares_the_next_one
                     break
             await rt.send_audio(question + Clip.silence(1.5))  # all of it at once
             done: list[ResponseDone] = []
-            turn = TurnCollector()
+            turn = RealtimeTurnCollector()
             async for event in rt:
                 if isinstance(event, ResponseDone):
                     done.append(event)

@@ -26,6 +26,7 @@ from nbtoolkit.protocols.dialog import (
     Close,
     DetectSpeech,
     DialogSession,
+    DialogTurnCollector,
     Frame,
     ImageRef,
     ResetDetector,
@@ -33,7 +34,6 @@ from nbtoolkit.protocols.dialog import (
     Speak,
     StopSpeaking,
     Transcribe,
-    TurnCollector,
     error_class,
     parse_client_message,
 )
@@ -380,7 +380,7 @@ def _params(mode: str) -> RequestParameters:
 
 # ----------------------------------------------------------------------------- client turn
 def test_turn_collector_ignores_the_listening_before_the_turn() -> None:
-    c = TurnCollector()
+    c = DialogTurnCollector()
     c.event("DialogStateChanged", {"state": "Listening"})
     assert not c.done
     c.event("SpeechStarted")
@@ -402,7 +402,7 @@ def test_turn_collector_ignores_the_listening_before_the_turn() -> None:
 
 
 def test_turn_collector_reads_commands_and_marks_interrupted_turns_cancelled() -> None:
-    c = TurnCollector()
+    c = DialogTurnCollector()
     c.event("RespondingStarted")
     c.event(
         "RespondingContent", {"text": "a", "extra_info": {"commands": '[{"name": "visual_qa"}]'}}

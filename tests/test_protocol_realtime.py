@@ -9,30 +9,32 @@ import re
 import pytest
 
 from nbtoolkit.errors import ProtocolError
+from nbtoolkit.local.realtime_session import (
+    ConfigureVad,
+    FeedVad,
+    NeedAnswer,
+    NeedTranscript,
+    RealtimeSession,
+    StopAnswer,
+    usage_dict,
+)
 from nbtoolkit.protocols.realtime import (
     AudioDelta,
-    ConfigureVad,
     ErrorEvent,
-    FeedVad,
     InputAudioAppend,
     InputAudioClear,
     InputAudioCommit,
     InputImageAppend,
-    NeedAnswer,
-    NeedTranscript,
-    RealtimeSession,
     ResponseCancel,
     ResponseCreate,
     ResponseDone,
     SessionFinish,
     SessionUpdate,
-    StopAnswer,
-    TurnCollector,
     UnknownEvent,
     parse_client_event,
     parse_server_event,
-    usage_dict,
 )
+from nbtoolkit.protocols.realtime_turn import RealtimeTurnCollector
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 100
 SPEECH = b"\x10\x00" * 16000  # 1 s of PCM16 at 16 kHz
@@ -398,7 +400,7 @@ def test_session_finish_cancels_active_response_then_finishes() -> None:
     session.receive(ResponseCreate().to_json())
     step = session.receive(SessionFinish().to_json())
     assert types(step.events)[-2:] == ["response.done", "session.finished"]
-    assert [type(a).__name__ for a in step.actions] == ["StopAnswer", "Close"]
+    assert [type(a).__name__ for a in step.actions] == ["StopAnswer", "EndConnection"]
     assert session.receive(InputAudioAppend.of(SPEECH).to_json()).events[0].type == "error"
 
 
@@ -410,7 +412,7 @@ def test_bad_client_frames_become_error_events(frame: str) -> None:
 
 def test_turn_collector_folds_one_exchange() -> None:
     session = manual_session()
-    collector = TurnCollector()
+    collector = RealtimeTurnCollector()
     session.receive(InputAudioAppend.of(SPEECH).to_json())
     events = session.receive(InputAudioCommit().to_json()).events
     item = events[0].to_dict()["item_id"]

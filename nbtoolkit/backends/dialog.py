@@ -68,9 +68,9 @@ from nbtoolkit.protocols.dialog import (
     INPUT_RATE,
     MAX_IMAGE_BYTES,
     MODES,
-    TurnCollector,
     error_class,
 )
+from nbtoolkit.protocols.dialog import DialogTurnCollector as TurnCollector
 from nbtoolkit.results import Timeline, Turn, Usage
 
 __all__ = ["FRAME_INTERVAL", "Dialog", "DialogStream", "to_jpeg"]

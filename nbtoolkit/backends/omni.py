@@ -68,9 +68,9 @@ from nbtoolkit.protocols.realtime import (
     SpeechStarted,
     SpeechStopped,
     TextDelta,
-    TurnCollector,
     parse_server_event,
 )
+from nbtoolkit.protocols.realtime_turn import RealtimeTurnCollector as TurnCollector
 from nbtoolkit.results import Timeline, Turn, Usage
 from nbtoolkit.retry import RetryPolicy
 

@@ -15,7 +15,7 @@ performs (:class:`DetectSpeech`, :class:`Transcribe`, :class:`Respond`, :class:`
 the result back through ``on_vad`` / ``on_transcript`` / ``on_reply`` / ``on_spoken``. Results of a
 round that was interrupted meanwhile are ignored (each action carries its ``round``).
 
-:class:`TurnCollector` is the client's half: it folds SDK callbacks into one turn.
+:class:`DialogTurnCollector` is the client's half: it folds SDK callbacks into one turn.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ __all__ = [
     "Close",
     "DetectSpeech",
     "DialogSession",
+    "DialogTurnCollector",
     "Frame",
     "ImageRef",
     "Output",
@@ -51,7 +52,6 @@ __all__ = [
     "StartOptions",
     "StopSpeaking",
     "Transcribe",
-    "TurnCollector",
     "error_class",
     "error_for_status",
     "parse_client_message",
@@ -650,7 +650,7 @@ class DialogSession:
 
 
 # --------------------------------------------------------------------------- client turn
-class TurnCollector:
+class DialogTurnCollector:
     """Folds the SDK's callbacks for one turn; ``done`` once the dialog is back to Listening.
 
     Feed it with :meth:`event` (``output.event`` name plus the ``output`` dict) and :meth:`audio`.

@@ -1,7 +1,7 @@
 """``WS /api-ws/v1/realtime?model=…``: the Qwen-Omni realtime protocol answered by the offline engine.
 
-The protocol itself lives in :class:`nbtoolkit.protocols.realtime.RealtimeSession`; this module is the
-I/O around it: a reader task that only reads the socket into an inbox, one loop feeding those
+The protocol itself lives in :class:`nbtoolkit.local.realtime_session.RealtimeSession`; this module
+is the I/O around it: a reader task that only reads the socket into an inbox, one loop feeding those
 frames to the session in order, one writer task sending its frames (and injecting
 :class:`~nbtoolkit.local.faults.Faults`), a server VAD stream when ``turn_detection`` asks for one,
 and one task per response that asks the engine for the answer and streams it as ~100 ms audio
@@ -38,25 +38,21 @@ from nbtoolkit.audio.clip import Clip
 from nbtoolkit.local.auth import check_websocket
 from nbtoolkit.local.engine.asr import Speculation
 from nbtoolkit.local.faults import Faults, abort_connection
-from nbtoolkit.local.routes import run_engine
-from nbtoolkit.local.server import MAX_WS_MESSAGE
-from nbtoolkit.protocols.realtime import (
-    INPUT_RATE,
-    OUTPUT_RATE,
-    Close,
+from nbtoolkit.local.realtime_session import (
     ConfigureVad,
-    ErrorEvent,
+    EndConnection,
     FeedVad,
     NeedAnswer,
     NeedTranscript,
-    RealtimeEvent,
     RealtimeSession,
     ResponseState,
     Step,
     StopAnswer,
-    new_id,
     usage_dict,
 )
+from nbtoolkit.local.routes import run_engine
+from nbtoolkit.local.server import MAX_WS_MESSAGE
+from nbtoolkit.protocols.realtime import INPUT_RATE, OUTPUT_RATE, ErrorEvent, RealtimeEvent, new_id
 
 __all__ = ["router"]
 
@@ -252,7 +248,7 @@ class _Connection:
                     await self._apply(self.session.transcribed(action.item_id, text))
             elif isinstance(action, NeedAnswer):
                 self.answer = asyncio.create_task(self._answer(action))
-            elif isinstance(action, Close):
+            elif isinstance(action, EndConnection):
                 self.out.put_nowait(_CLOSE)
 
     def _emit(self, events: list[RealtimeEvent]) -> None:
