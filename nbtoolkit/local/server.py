@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse
 
 from nbtoolkit.config import Endpoints, Secret, local_endpoints
 from nbtoolkit.errors import ConfigError
+from nbtoolkit.local.admission import TARGET_LOAD, AdmissionControl, Capacity
 from nbtoolkit.local.faults import Faults
 from nbtoolkit.local.limits import BodyLimit
 from nbtoolkit.local.routes import engine_pool
@@ -44,8 +45,20 @@ MAX_HTTP_BODY = 10 * 1024 * 1024
 _ROUTE_MODULES = ("conversation", "uploads", "dialog", "realtime", "audio_modalities")
 
 
-def create_app(token: str, engine: Any = None, faults: Faults | None = None) -> FastAPI:
-    """The ASGI app. ``engine`` defaults to the offline :class:`~nbtoolkit.local.engine.Engine`."""
+def create_app(
+    token: str,
+    engine: Any = None,
+    faults: Faults | None = None,
+    *,
+    max_sessions: int | None = None,
+    target_load: float = TARGET_LOAD,
+) -> FastAPI:
+    """The ASGI app. ``engine`` defaults to the offline :class:`~nbtoolkit.local.engine.Engine`.
+
+    ``max_sessions`` fixes how many realtime/dialog sessions are served at once; ``None`` derives it
+    from the cores and the measured cost of a session at ``target_load`` (see
+    :mod:`nbtoolkit.local.admission`). ``app.state.capacity`` holds the rule and its figures.
+    """
     app = FastAPI(title="nbtoolkit local engine", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.token = token
     app.state.faults = faults or Faults()
@@ -55,8 +68,12 @@ def create_app(token: str, engine: Any = None, faults: Faults | None = None) -> 
 
         engine = Engine()
     app.state.engine = engine
-    app.state.engine_pool = engine_pool()
+    app.state.engine_pool = pool = engine_pool()
+    app.state.capacity = capacity = Capacity(
+        pool.workers, max_sessions=max_sessions, target_load=target_load
+    )
     app.add_middleware(BodyLimit, default=MAX_HTTP_BODY)
+    app.add_middleware(AdmissionControl, capacity=capacity)  # outermost: refuses before reading
 
     @app.exception_handler(HTTPException)
     async def _dashscope_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -165,11 +182,15 @@ def start(
     token: str | None = None,
     engine: Any = None,
     faults: Faults | None = None,
+    *,
+    max_sessions: int | None = None,
+    target_load: float = TARGET_LOAD,
 ) -> LocalServer:
     """Start the local server in a background thread and return it once it accepts connections.
 
     ``port=0`` picks a free port. ``host`` must be a loopback address: the server has no TLS and its
-    token is meant for this machine only.
+    token is meant for this machine only. ``max_sessions`` and ``target_load``: see
+    :func:`create_app`.
     """
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ConfigError(
@@ -180,5 +201,11 @@ def start(
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    app = create_app(token or secrets.token_urlsafe(24), engine=engine, faults=faults)
+    app = create_app(
+        token or secrets.token_urlsafe(24),
+        engine=engine,
+        faults=faults,
+        max_sessions=max_sessions,
+        target_load=target_load,
+    )
     return LocalServer(app, sock).start()

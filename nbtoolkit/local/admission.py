@@ -1,0 +1,355 @@
+"""Admission by capacity: the local server takes only the sessions its cores can answer in time, and
+stops a client's engine work when the client goes.
+
+**The capacity rule.** A realtime or dialog session costs the engine ``c`` seconds of one engine
+thread per utterance (ASR, the answer, its TTS) and speaks once every ``T`` seconds, so it keeps
+``d = c / T`` engine threads busy on average (its *demand*). ``n`` engine threads (one per core) at a
+target load ``ρ`` serve
+
+    max_sessions = floor(ρ · n / d) = floor(ρ · n · T / c)        (at least 1)
+
+sessions. ``ρ`` defaults to :data:`TARGET_LOAD` (0.75): turns land at random moments, and below
+that load a turn seldom waits for more than one other turn's work, so first-audio latency stays
+close to one session's. ``d`` is **measured** while the server runs: the seconds the engine threads
+spent on the sessions' jobs divided by the seconds the sessions were connected, both averaged over
+the last :data:`WINDOW_S` seconds of activity (an exponential average; it holds its value while no
+session is open). The threads' wall-clock time is counted, not CPU time, so a machine shared with
+other programs shows up as a costlier utterance and a smaller capacity — which it is. Before
+anything was measured the server assumes :data:`PRIOR_DEMAND` (real read speech: about one
+engine-second per utterance, one utterance every six seconds), worth :data:`PRIOR_WEIGHT_S`
+session-seconds of measurement. ``create_app(..., max_sessions=N)`` / ``nbtoolkit serve
+--max-sessions N`` fixes the limit instead; ``target_load`` changes ``ρ``.
+
+**Refused at connect, at once.** A WebSocket upgrade over the limit gets an HTTP **429** handshake
+response — never an accepted socket that starves — with ``Retry-After`` and DashScope's error body
+``{request_id, code: "Throttling.AllocationQuota", message}`` whose message names the limit. That is
+how DashScope refuses any request before it is served (HTTP status + JSON ``{code, message,
+request_id}``; codes per https://www.alibabacloud.com/help/en/model-studio/error-code); the
+``websockets`` client raises ``InvalidStatus`` with the response, websocket-client (under the
+dashscope SDK) ``WebSocketBadStatusException`` with ``status_code``, ``resp_headers`` and
+``resp_body``. Unauthenticated upgrades pass through to the route, which refuses them (1008).
+
+**HTTP generation** (Qwen-Audio and the audio-modalities route) runs at most ``n`` requests at once
+with up to :data:`QUEUE_PER_WORKER` ``· n`` more waiting; beyond that a request gets 429
+``Throttling.RateQuota`` with ``Retry-After`` (the queue's expected wait, from the measured cost of a
+request).
+
+**Work stops when its client goes.** Every admitted connection gets an engine
+:class:`~nbtoolkit.local.routes.Lane`; the route's tasks inherit it. When the client disconnects
+(a WebSocket close or drop, an HTTP disconnect during or after the body) the lane is closed — its
+queued engine jobs are cancelled and nothing new starts for it, such as the TTS of the next clause —
+and the route's task is cancelled. A job already inside pocketsphinx or eSpeak finishes (one C call
+cannot be interrupted), and its result is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from nbtoolkit.local.auth import _token_ok, origin_allowed
+from nbtoolkit.local.routes import ENGINE_WORKERS, Lane, current_lane
+
+__all__ = [
+    "PRIOR_DEMAND",
+    "PRIOR_WEIGHT_S",
+    "QUEUE_PER_WORKER",
+    "REQUEST_PATHS",
+    "SESSION_PATHS",
+    "SESSION_RETRY_AFTER_S",
+    "TARGET_LOAD",
+    "WINDOW_S",
+    "AdmissionControl",
+    "Capacity",
+    "Seat",
+]
+
+#: WebSocket paths whose connections are sessions (Qwen-Omni realtime, MultiModalDialog).
+SESSION_PATHS = frozenset({"/api-ws/v1/realtime", "/api-ws/v1/inference"})
+#: HTTP paths whose requests run engine work and wait in the request queue.
+REQUEST_PATHS = frozenset(
+    {"/api/v1/services/aigc/multimodal-generation/generation", "/audio/chat/completions"}
+)
+#: Default target load ρ of the engine threads.
+TARGET_LOAD = 0.75
+#: Engine-seconds per session-second assumed before anything is measured.
+PRIOR_DEMAND = 1.0 / 6.0
+#: How many session-seconds of measurement the prior is worth.
+PRIOR_WEIGHT_S = 10.0
+#: Time constant of the demand average, in seconds of session activity.
+WINDOW_S = 30.0
+#: Requests that may wait per engine thread before HTTP generation answers 429.
+QUEUE_PER_WORKER = 2
+#: The Retry-After of a refused session: sessions end at human pace, so this is a polite guess.
+SESSION_RETRY_AFTER_S = 10
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a connection was refused: the 429's code, message and Retry-After seconds."""
+
+    code: str
+    message: str
+    retry_after: int
+
+
+class Seat:
+    """An admitted session: its engine lane, held until :meth:`Capacity.leave`."""
+
+    def __init__(self, lane: Lane) -> None:
+        self.lane = lane
+
+
+class Capacity:
+    """How many sessions and requests the engine threads can serve; see the module docstring.
+
+    Thread-safe: engine threads report busy time from their own threads.
+    """
+
+    def __init__(
+        self,
+        workers: int = ENGINE_WORKERS,
+        *,
+        max_sessions: int | None = None,
+        target_load: float = TARGET_LOAD,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_sessions is not None and max_sessions < 1:
+            raise ValueError(f"max_sessions must be at least 1 (got {max_sessions})")
+        if not 0 < target_load <= 1:
+            raise ValueError(f"target_load must be in (0, 1] (got {target_load})")
+        self.workers = workers
+        self.fixed = max_sessions
+        self.target_load = target_load
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.sessions = 0
+        self.requests = 0
+        self._busy = PRIOR_DEMAND * PRIOR_WEIGHT_S  # decayed engine-seconds of sessions' jobs
+        self._session_s = PRIOR_WEIGHT_S  # decayed session-seconds
+        self._t = clock()
+        self._request_cost = 1.0  # average engine-seconds of one HTTP request
+
+    # ------------------------------------------------------------------ the estimate
+    def _advance(self) -> None:
+        now = self._clock()
+        dt, self._t = now - self._t, now
+        if self.sessions and dt > 0:
+            f = math.exp(-dt / WINDOW_S)
+            self._session_s = self._session_s * f + self.sessions * WINDOW_S * (1 - f)
+            self._busy *= f
+
+    def _record(self, seconds: float) -> None:
+        with self._lock:
+            self._advance()
+            self._busy += seconds
+
+    @property
+    def demand(self) -> float:
+        """Engine threads one session keeps busy on average (engine-seconds per second)."""
+        with self._lock:
+            self._advance()
+            return self._busy / self._session_s
+
+    @property
+    def max_sessions(self) -> int:
+        """The session limit now: the fixed one, or ``floor(ρ · n / demand)`` (at least 1)."""
+        if self.fixed is not None:
+            return self.fixed
+        return max(1, math.floor(self.target_load * self.workers / max(self.demand, 1e-6)))
+
+    @property
+    def max_requests(self) -> int:
+        """HTTP generation requests running or waiting at once."""
+        return self.workers * (1 + QUEUE_PER_WORKER)
+
+    # ------------------------------------------------------------------ sessions
+    def join(self) -> Seat | Refusal:
+        """A seat for a new session, or why there is none."""
+        limit = self.max_sessions
+        with self._lock:
+            if self.sessions < limit:
+                self._advance()
+                self.sessions += 1
+                lane = Lane()
+                lane.on_busy = self._record
+                return Seat(lane)
+            active = self.sessions
+        return Refusal(
+            "Throttling.AllocationQuota", self._full(active, limit), SESSION_RETRY_AFTER_S
+        )
+
+    def _full(self, active: int, limit: int) -> str:
+        if self.fixed is not None:
+            why = "the limit set with max_sessions / nbtoolkit serve --max-sessions"
+        else:
+            why = (
+                f"what its {self.workers} engine threads answer in time at "
+                f"{self.target_load:.0%} load: each session keeps {self.demand:.2f} of a thread busy"
+            )
+        return (
+            f"The local server is serving {active} realtime/dialog sessions, its limit of {limit} "
+            f"({why}) — try again in {SESSION_RETRY_AFTER_S} s, end another session, or start "
+            "another server"
+        )
+
+    def leave(self, seat: Seat) -> None:
+        """The session is over: its lane is closed and its seat is free."""
+        seat.lane.close()
+        with self._lock:
+            self._advance()
+            self.sessions -= 1
+
+    # ------------------------------------------------------------------ HTTP requests
+    def start_request(self) -> Lane | Refusal:
+        """A lane for an HTTP generation request, or why it must wait elsewhere."""
+        with self._lock:
+            if self.requests < self.max_requests:
+                self.requests += 1
+                return Lane()
+            waiting = self.requests - self.workers + 1
+            wait = max(1, math.ceil(self._request_cost * waiting / self.workers))
+        message = (
+            f"The local server has {self.requests} generation requests running or queued, its "
+            f"limit of {self.max_requests} ({self.workers} engine threads, {QUEUE_PER_WORKER} "
+            f"waiting per thread) — retry after {wait} s or send fewer requests at once"
+        )
+        return Refusal("Throttling.RateQuota", message, wait)
+
+    def end_request(self, lane: Lane) -> None:
+        lane.close()
+        with self._lock:
+            self.requests -= 1
+            if lane.busy > 0:
+                self._request_cost += 0.2 * (lane.busy - self._request_cost)
+
+
+class AdmissionControl:
+    """ASGI middleware applying a :class:`Capacity` to sessions and generation requests."""
+
+    def __init__(self, app: ASGIApp, capacity: Capacity) -> None:
+        self.app = app
+        self.capacity = capacity
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind, path = scope["type"], scope.get("path", "")
+        if kind == "websocket" and path in SESSION_PATHS and _authorized(scope):
+            seat = self.capacity.join()
+            if isinstance(seat, Refusal):
+                await _refuse_upgrade(receive, send, seat)
+                return
+            try:
+                await _run_until_gone(self.app, scope, receive, send, seat.lane)
+            finally:
+                self.capacity.leave(seat)
+        elif kind == "http" and path in REQUEST_PATHS and _authorized(scope):
+            lane = self.capacity.start_request()
+            if isinstance(lane, Refusal):
+                await _refuse_http(send, lane)
+                return
+            try:
+                await _run_until_gone(self.app, scope, receive, send, lane)
+            finally:
+                self.capacity.end_request(lane)
+        else:
+            await self.app(scope, receive, send)
+
+
+def _authorized(scope: Scope) -> bool:
+    """Only clients the route will serve are counted; the route refuses the rest itself."""
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    token: str = scope["app"].state.token
+    return _token_ok(token, headers.get("authorization")) and origin_allowed(headers.get("origin"))
+
+
+async def _run_until_gone(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, lane: Lane
+) -> None:
+    """Run ``app`` for one connection on ``lane``; when the client goes, close the lane and cancel
+    the app's task (its queued engine work is dropped, and nothing new starts for it)."""
+    gone = asyncio.Event()
+    body_read = asyncio.Event()
+
+    async def watched_receive() -> Message:
+        message = await receive()
+        if message["type"] in ("websocket.disconnect", "http.disconnect"):
+            gone.set()
+        elif message["type"] == "http.request" and not message.get("more_body", False):
+            body_read.set()
+        return message
+
+    async def serve() -> None:
+        await app(scope, watched_receive, send)
+
+    async def watch_http() -> None:
+        # After the body, the next message of an HTTP connection is its disconnect (uvicorn sends
+        # it when the client goes, or once the response is complete).
+        await body_read.wait()
+        if (await receive())["type"] == "http.disconnect":
+            gone.set()
+
+    token = current_lane.set(lane)
+    try:  # the app's task copies the context, so every task it starts works on this lane
+        task = asyncio.create_task(serve())
+    finally:
+        current_lane.reset(token)
+    watchers: list[asyncio.Task[object]] = [asyncio.create_task(gone.wait())]
+    if scope["type"] == "http":
+        watchers.append(asyncio.create_task(watch_http()))
+    try:
+        await asyncio.wait([task, watchers[0]], return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            lane.close()
+            task.cancel()
+            await asyncio.wait([task])
+            return  # the client is gone: nothing to answer and nobody to tell
+        task.result()
+    finally:
+        for watcher in watchers:
+            watcher.cancel()
+        if not task.done():  # this middleware itself was cancelled (server shutdown)
+            lane.close()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _error_body(refusal: Refusal) -> bytes:
+    return json.dumps(
+        {"request_id": secrets.token_hex(16), "code": refusal.code, "message": refusal.message}
+    ).encode()
+
+
+def _headers(body: bytes, refusal: Refusal) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(refusal.retry_after).encode()),
+    ]
+
+
+async def _refuse_upgrade(receive: Receive, send: Send, refusal: Refusal) -> None:
+    """HTTP 429 instead of the WebSocket upgrade (the ASGI denial-response extension)."""
+    await receive()  # websocket.connect
+    body = _error_body(refusal)
+    await send(
+        {"type": "websocket.http.response.start", "status": 429, "headers": _headers(body, refusal)}
+    )
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+async def _refuse_http(send: Send, refusal: Refusal) -> None:
+    body = _error_body(refusal)
+    # the body is never read, so the connection cannot be reused
+    headers = [*_headers(body, refusal), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": 429, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
