@@ -33,7 +33,7 @@ _LAZY = {
     "Dialog": "nbtoolkit.backends.dialog",
     "OmniRealtime": "nbtoolkit.backends.omni",
     "AudioModalitiesClient": "nbtoolkit.backends.audio_modalities",
-    "serve_audio_modalities": "nbtoolkit.backends.audio_modalities",
+    "serve_audio_modalities": "nbtoolkit.local.audio_modalities_server",
     "Recorder": "nbtoolkit.widgets",
     "Player": "nbtoolkit.widgets",
     "VoiceChat": "nbtoolkit.voice_chat",

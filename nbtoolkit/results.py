@@ -1,4 +1,4 @@
-"""What backends return: :class:`Reply` (one answer), :class:`Turn` (one spoken exchange),
+"""What backends return: :class:`Reply` (one answer, the same type from every backend),
 :class:`Usage` (tokens by modality, with cost) and :class:`Timeline` (timestamped events).
 
 Plain dataclasses; rich display lives in ``_repr_html_`` and the plots in :mod:`nbtoolkit.display`.
@@ -24,7 +24,6 @@ __all__ = [
     "Reply",
     "Span",
     "Timeline",
-    "Turn",
     "Usage",
     "html_table",
 ]
@@ -365,51 +364,31 @@ def _ms(seconds: float | None) -> str:
 
 @dataclass
 class Reply:
-    """One answer from a backend."""
+    """One answer from any backend (Qwen-Audio, Dialog, Omni realtime, audio-modalities).
+
+    ``text`` is the answer (for speech, its transcript), ``audio`` the spoken answer (a
+    :class:`~nbtoolkit.audio.Clip`, or ``None`` for a text-only answer), ``heard`` what the backend
+    recognised of the question when it was spoken ("" otherwise), ``status`` "completed",
+    "cancelled" (a barge-in stopped it) or "failed" (an error's ``partial``), and ``timeline`` the
+    events of the exchange. ``latency`` is seconds from the question to the complete answer and
+    ``first_token_latency`` to its first piece (both from the timeline when not given).
+    """
 
     text: str
-    usage: Usage = field(default_factory=Usage)
-    audio: Clip | None = None
-    request_id: str | None = None
-    latency: float | None = None  # seconds from request to complete answer
-    first_token_latency: float | None = None
-    model: str = ""
-    local: bool = False  # answered by the offline engine
-    raw: Any = None
-
-    def _repr_html_(self) -> str:
-        # raw is never shown: it is whatever the server sent and may hold anything
-        facts = [
-            (
-                "model",
-                (self.model or self.usage.model or "—")
-                + (" (offline engine)" if self.local else ""),
-            ),
-            ("request id", self.request_id or "—"),
-            ("first token", _ms(self.first_token_latency)),
-            ("complete", _ms(self.latency)),
-        ]
-        return (
-            f'<div class="nbtoolkit-reply"><p>{_esc(self.text)}</p>{_audio_html(self.audio)}'
-            f"{html_table(['', ''], facts)}{self.usage._repr_html_()}</div>"
-        )
-
-
-@dataclass
-class Turn:
-    """One spoken exchange: what was heard, what was answered (text and audio), and when."""
-
-    heard: str  # recognised user speech ("" for text/image-only turns)
-    text: str  # reply text (the output transcript)
     audio: Clip | None = None
     usage: Usage = field(default_factory=Usage)
     timeline: Timeline = field(default_factory=Timeline)
-    status: str = "completed"  # "completed", "cancelled", "failed"
     request_id: str | None = None
+    heard: str = ""
+    status: str = "completed"
     model: str = ""
-    local: bool = False
+    local: bool = False  # answered by the offline engine
+    latency: float | None = None
+    first_token_latency: float | None = None
+    raw: Any = field(default=None, repr=False)
 
     def _repr_html_(self) -> str:
+        # raw is never shown: it is whatever the server sent and may hold anything
         facts = [
             ("status", self.status),
             (
@@ -418,11 +397,23 @@ class Turn:
                 + (" (offline engine)" if self.local else ""),
             ),
             ("request id", self.request_id or "—"),
+            ("first token", _ms(self.first_token_latency)),
+            ("complete", _ms(self.latency)),
             *((name, _ms(value)) for name, value in self.timeline.latencies().items()),
-            ("timeline", f"{len(self.timeline)} events"),
         ]
+        if len(self.timeline):
+            facts.append(("timeline", f"{len(self.timeline)} events"))
+        heard = (
+            f"<p><b>heard:</b> {_esc(self.heard)}</p><p><b>answer:</b> {_esc(self.text)}</p>"
+            if self.heard
+            else f"<p>{_esc(self.text)}</p>"
+        )
         return (
-            f'<div class="nbtoolkit-turn"><p><b>heard:</b> {_esc(self.heard or "—")}</p>'
-            f"<p><b>answer:</b> {_esc(self.text)}</p>{_audio_html(self.audio)}"
+            f'<div class="nbtoolkit-reply">{heard}{_audio_html(self.audio)}'
             f"{html_table(['', ''], facts)}{self.usage._repr_html_()}</div>"
         )
+
+
+# Transitional: the name every backend used for spoken answers before Reply covered them all.
+# Removed once the voice-chat bridges and tests use Reply.
+Turn = Reply

@@ -56,6 +56,19 @@ _PITCH_MAX_FRAMES = 400
 _VOICING_THRESHOLD = 0.45
 
 
+#: Frames quieter than this (RMS, dB below full scale) hold no speech a recogniser could use: room
+#: noise of a quiet microphone sits around -60 dBFS, quiet speech above -40 dBFS.
+SILENCE_DBFS = -50.0
+
+
+def is_silent(clip: Clip, floor_dbfs: float = SILENCE_DBFS) -> bool:
+    """True when no 20 ms frame of ``clip`` is louder than ``floor_dbfs`` (RMS)."""
+    frames = rms_frames(clip)
+    if frames.size == 0:
+        return True
+    return bool(float(frames.max()) <= 10 ** (floor_dbfs / 20))
+
+
 def dominant_pitch(clip: Clip, fmin: float = 60.0, fmax: float = 500.0) -> float | None:
     """The typical fundamental frequency in Hz of the periodic (voiced) parts, or None if none.
 

@@ -20,14 +20,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlparse
 
+from nbtoolkit import events as ev
 from nbtoolkit.audio.clip import Clip
+from nbtoolkit.audio.features import is_silent
+from nbtoolkit.backends._base import AsyncClient, Emit, Question
 from nbtoolkit.config import LOOPBACK_HOSTS, Endpoints, scrubbed_logger
 from nbtoolkit.errors import (
     AudioError,
@@ -38,9 +42,8 @@ from nbtoolkit.errors import (
     ImageError,
     NbToolkitError,
     ProtocolError,
-    RateLimited,
-    ServerError,
 )
+from nbtoolkit.protocols.errors import error_for
 from nbtoolkit.protocols.realtime import (
     DEFAULT_TURN_DETECTION,
     INPUT_RATE,
@@ -55,6 +58,7 @@ from nbtoolkit.protocols.realtime import (
     InputAudioCommit,
     InputAudioCommitted,
     InputImageAppend,
+    InputTranscriptionCompleted,
     RealtimeEvent,
     ResponseCancel,
     ResponseCreate,
@@ -70,9 +74,9 @@ from nbtoolkit.protocols.realtime import (
     TextDelta,
     parse_server_event,
 )
-from nbtoolkit.protocols.realtime_turn import RealtimeTurnCollector as TurnCollector
-from nbtoolkit.results import Timeline, Turn, Usage
-from nbtoolkit.retry import RetryPolicy
+from nbtoolkit.protocols.realtime_turn import RealtimeTurnCollector
+from nbtoolkit.results import Reply, Timeline, Usage
+from nbtoolkit.retry import RetryPolicy, parse_retry_after, retrying_async
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
@@ -90,8 +94,12 @@ RECOVERABLE_CLOSE_CODES = frozenset({1001, 1005, 1006, 1011, 1012, 1013})
 MAX_MESSAGE = 16 * 1024 * 1024
 #: Audio goes out in appends of this length.
 CHUNK_MS = 100
-#: S003: send images at no more than 2 frames per second.
+#: Send images at no more than 2 frames per second (docs/protocols.md, realtime images).
 MIN_IMAGE_INTERVAL = 0.5
+#: The longest question ``ask`` sends. The service documents no limit for one utterance; this is the
+#: toolkit's: ``ask`` is for a question, and a longer recording belongs in a live session
+#: (``send_audio`` as it comes), where the server's VAD splits it into turns.
+MAX_QUESTION_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -124,24 +132,30 @@ Event = RealtimeEvent | Reconnected
 _END = object()
 
 
-def _error_from_event(event: ErrorEvent, during: str) -> BackendError:
-    """The exception an ``error`` event stands for (refusals are ProtocolError)."""
-    code, message = event.code, event.message or "no message"
-    problem = f"The realtime server refused {during}: {message} [{code}]"
-    if code == "InvalidApiKey":
-        return AuthError(
-            problem, "check DASHSCOPE_API_KEY (or use nbtoolkit.connect() for the local server)"
-        )
-    if code.startswith("Throttling"):
-        return RateLimited(problem, "wait a little and try again", code=code)
-    if code == "InternalError" or event.error.get("type") == "server_error":
-        return ServerError(problem, "try again; if it persists the service is down", code=code)
-    return ProtocolError(problem, "check the request against the realtime reference", code=code)
+def _error_from_event(event: ErrorEvent, during: str, *, local: bool = False) -> BackendError:
+    """The exception an ``error`` event stands for, by its code, else its ``type`` (the one
+    status/code table; refusals are ProtocolError)."""
+    kind = event.error.get("type")
+    return error_for(
+        None,
+        event.code or None,
+        event.message or None,
+        where=f"The realtime server ({during})",
+        local=local,
+        error_type=kind if isinstance(kind, str) else None,
+    )
 
 
-def _as_pcm16k(audio: Clip | bytes | bytearray | memoryview) -> bytes:
+def _as_pcm16k(audio: Clip | bytes | bytearray | memoryview | str | os.PathLike[str]) -> bytes:
+    if isinstance(audio, (str, os.PathLike)):
+        audio = Clip.load(audio)
     if isinstance(audio, Clip):
         return audio.resample(INPUT_RATE).to_pcm()
+    if not isinstance(audio, (bytes, bytearray, memoryview)):
+        raise AudioError(
+            f"send_audio() got {type(audio).__name__}",
+            "pass 16 kHz PCM16 mono bytes, a Clip or an audio file's path",
+        )
     pcm = bytes(audio)
     if len(pcm) % 2:
         raise AudioError(
@@ -151,15 +165,21 @@ def _as_pcm16k(audio: Clip | bytes | bytearray | memoryview) -> bytes:
     return pcm
 
 
-class OmniRealtime:
-    """A Qwen-Omni realtime session. Use ``async with OmniRealtime(...) as rt:``.
+class OmniRealtime(AsyncClient):
+    """A Qwen-Omni realtime session.
+
+    ``rt.ask(clip)`` (or ``await rt.ask_async(clip, images=[jpeg])``) says one question and returns
+    the whole answer; the session connects on first use and stays open until :meth:`close` /
+    :meth:`aclose` (or ``with``/``async with``). For live use, ``async for event in rt`` yields the
+    protocol's typed events while :meth:`send_audio` streams a microphone.
 
     ``turn_detection="server_vad"`` lets the server find the end of speech and answer by itself;
     ``None`` is manual mode (:meth:`commit` + :meth:`create_response`). ``on_flush`` is called
     (sync or async) when the user barges in, so a player can drop queued audio.
     ``ping_interval`` keeps the socket alive (raise it if cells block the loop for long);
-    ``turn_timeout`` bounds :meth:`converse`; ``on_malformed`` is "raise" (a ProtocolError from the
-    iterator / converse) or "skip" (logged and marked on the timeline).
+    ``timeout`` bounds a whole ``ask``, from sending the question to the end of the answer;
+    ``on_malformed`` is "raise" (a ProtocolError from the iterator / ``ask``) or "skip" (logged
+    and marked on the timeline).
     """
 
     #: The voices the service offers.
@@ -170,11 +190,13 @@ class OmniRealtime:
         endpoints: Endpoints | None = None,
         *,
         model: str = "qwen-omni-turbo-realtime",
+        ledger: Ledger | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
         voice: str = "Chelsie",
         turn_detection: Literal["server_vad"] | None = "server_vad",
         modalities: Iterable[str] = ("text", "audio"),
         instructions: str | None = None,
-        ledger: Ledger | None = None,
         on_flush: Callable[[], Any] | None = None,
         reconnect: ReconnectPolicy | None = None,
         vad: dict[str, Any] | None = None,
@@ -182,7 +204,6 @@ class OmniRealtime:
         ping_timeout: float | None = 20.0,
         open_timeout: float = 10.0,
         close_timeout: float = 10.0,
-        turn_timeout: float = 60.0,
         on_malformed: Literal["raise", "skip"] = "raise",
         max_queue: int = 1024,
     ) -> None:
@@ -199,23 +220,12 @@ class OmniRealtime:
                 f"turn_detection must be 'server_vad' or None, not {turn_detection!r}",
                 "use None for push-to-talk (commit yourself) or 'server_vad'",
             )
-        if endpoints is None:
-            from nbtoolkit.connection import connect
-
-            endpoints = connect(quiet=True)
-        self.endpoints = endpoints
-        self.model = model
+        super().__init__(endpoints, model=model, ledger=ledger, retry=retry, timeout=timeout)
         self.on_flush = on_flush
         self.reconnect = reconnect
         self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
         self.open_timeout, self.close_timeout = open_timeout, close_timeout
-        self.turn_timeout = turn_timeout
         self.on_malformed = on_malformed
-        if ledger is None:
-            from nbtoolkit.ledger import session_ledger
-
-            ledger = session_ledger()
-        self.ledger = ledger
         td = None if turn_detection is None else {**DEFAULT_TURN_DETECTION, **(vad or {})}
         self.config: dict[str, Any] = {
             "modalities": mods,
@@ -235,6 +245,7 @@ class OmniRealtime:
         self.reconnects: list[Reconnected] = []
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._max_queue = max_queue
         self._events: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_queue)
         self._ready = asyncio.Event()
         self._failed: BaseException | None = None
@@ -254,16 +265,22 @@ class OmniRealtime:
         await self.connect()
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     async def connect(self) -> None:
-        """Open the socket, wait for ``session.created`` and send this client's settings."""
-        self._ws = await self._open()
+        """Open the socket, wait for ``session.created`` and send this client's settings (on the
+        running loop, which becomes the session's home). Does nothing when already connected."""
+        if self._home_now() is not None and self._ws is not None and self._failed is None:
+            return
+        # queues and events belong to the loop that first waits on them: new ones for a new home
+        self._events = asyncio.Queue(maxsize=self._max_queue)
+        self._ready = asyncio.Event()
+        self._failed, self._closing = None, False
+        # a refused upgrade (429, 5xx) or a failed connect is retried like any first request
+        self._ws = await retrying_async(self._open, self.retry)
+        self._home = asyncio.get_running_loop()
         self._ready.set()
         self._reader = asyncio.create_task(self._read_loop(), name="omni-realtime-reader")
 
-    async def close(self) -> None:
+    async def _aclose(self) -> None:
         """End the session (``session.finish``) and close the socket; bounded by close_timeout."""
         self._closing = True
         ws, reader = self._ws, self._reader
@@ -279,6 +296,7 @@ class OmniRealtime:
         if reader is not None and not reader.done():
             reader.cancel()
             await asyncio.wait([reader])
+        self._ws, self._reader, self._home = None, None, None
 
     @property
     def session_id(self) -> str | None:
@@ -313,7 +331,14 @@ class OmniRealtime:
                 proxy=None if urlparse(url).hostname in LOOPBACK_HOSTS else True,
             )
         except InvalidStatus as exc:
-            raise self._status_error(exc.response.status_code, where) from None
+            raise error_for(
+                exc.response.status_code,
+                None,
+                None,
+                where=f"{where[0].upper()}{where[1:]} (opening the realtime connection)",
+                retry_after=parse_retry_after(exc.response.headers.get("Retry-After")),
+                local=self.endpoints.local,
+            ) from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise ConnectionLost(
                 f"Could not open the realtime connection to {where} ({type(exc).__name__})",
@@ -332,7 +357,7 @@ class OmniRealtime:
         event = parse_server_event(first)
         if isinstance(event, ErrorEvent):
             await ws.close()
-            raise _error_from_event(event, "the session")
+            raise _error_from_event(event, "the session", local=self.endpoints.local)
         if not isinstance(event, SessionCreated):
             await ws.close()
             raise ProtocolError(
@@ -343,29 +368,15 @@ class OmniRealtime:
         await self._send_on(ws, SessionUpdate(session=self.config))
         return ws
 
-    def _status_error(self, status: int, where: str) -> BackendError:
-        if status in (401, 403):
-            return AuthError(
-                f"{where} refused the realtime connection (HTTP {status}): the key was not accepted",
-                "check DASHSCOPE_API_KEY (or use nbtoolkit.connect() for the local server)",
-                status=status,
-            )
-        if status == 429:
-            return RateLimited(f"{where} is rate limiting (HTTP 429)", "wait and retry", status=429)
-        if status >= 500:
-            return ServerError(f"{where} failed (HTTP {status})", "try again later", status=status)
-        return ProtocolError(
-            f"{where} refused the realtime upgrade (HTTP {status})",
-            "check the realtime URL and model name",
-            status=status,
-        )
-
-    def _closed_error(self, code: int, partial: Turn | None) -> BackendError:
+    def _closed_error(self, code: int, partial: Reply | None) -> BackendError:
         if code == 1008:
-            return AuthError(
-                "The realtime server closed the connection for a policy violation (1008)",
-                "check DASHSCOPE_API_KEY (or use nbtoolkit.connect() for the local server)",
+            return error_for(
+                code,
+                None,
+                None,
+                where="The realtime server",
                 partial=partial,
+                local=self.endpoints.local,
             )
         if code == 1009:
             return ConnectionLost(
@@ -493,23 +504,22 @@ class OmniRealtime:
         self._response_id = None
         self._uncommitted_ms = self._unanswered_ms = 0.0
         attempts = 0
-        last: NbToolkitError | None = None
-        for delay in policy.retry.delays():
+
+        async def attempt() -> ClientConnection:
+            nonlocal attempts
             attempts += 1
-            await asyncio.sleep(delay)  # backoff between attempts, not a wait for an event
-            try:
-                self._ws = await self._open()
-                break
-            except AuthError:
-                raise
-            except BackendError as exc:
-                last = exc
-        else:
+            return await self._open()
+
+        try:
+            self._ws = await retrying_async(attempt, policy.retry)
+        except AuthError:
+            raise
+        except BackendError as exc:
             raise ConnectionLost(
                 f"The realtime connection closed ({code}) and {attempts} reconnect attempt(s) "
-                f"failed: {last}",
+                f"failed: {exc}",
                 "check the network and open a new OmniRealtime",
-            )
+            ) from None
         event = Reconnected(code, attempts, lost_ms, lost_response, self.session_id or "")
         self.reconnects.append(event)
         self._mark("state", "reconnected", **{"close_code": code, "lost_audio_ms": lost_ms})
@@ -641,44 +651,80 @@ class OmniRealtime:
         await self._send(SessionUpdate(session=changes))
 
     # ------------------------------------------------------------------ one exchange
-    async def converse(
-        self, clip: Clip | bytes | str | Path, images: Iterable[bytes | str | Path] = ()
-    ) -> Turn:
-        """Say ``clip`` (with optional JPEG ``images``) and collect the whole answer as a Turn.
+    async def _answer_async(
+        self, question: Question, options: Mapping[str, Any], emit: Emit | None
+    ) -> Reply:
+        """Say the question (with its JPEG images) and collect the whole answer.
 
         In server-VAD mode the clip is followed by silence so the server hears the end of speech;
-        in manual mode it is committed and a response requested. Raises ConnectionLost (with the
-        turn so far in ``partial``) if the connection drops or no answer completes within
-        ``turn_timeout`` seconds, and ProtocolError if the server refuses something.
+        in manual mode it is committed and a response requested. Raises AudioError at once for a
+        silent clip (or one the server's VAD heard no speech in), ConnectionLost (with the reply
+        so far in ``partial``) if the connection drops or the answer is not complete within
+        ``timeout`` seconds of the call, and ProtocolError if the server refuses something.
         """
+        if question.audio is None:
+            raise ConfigError(
+                "OmniRealtime answers speech: ask() needs audio",
+                "pass a spoken question (nbtoolkit.spoken(text) makes one), "
+                "or ask in text with QwenAudio or Dialog",
+            )
+        if question.text:
+            raise ConfigError(
+                "OmniRealtime takes the question as speech only (text= is not sent)",
+                "leave text= out, or set the session's instructions=… for standing guidance",
+            )
         self.ledger.check(local=self.endpoints.local)
-        if isinstance(clip, Clip):
-            speech = clip.resample(INPUT_RATE)
-        elif isinstance(clip, (bytes, bytearray)):
-            speech = Clip.from_pcm(clip, INPUT_RATE)
-        else:
-            speech = Clip.load(clip, INPUT_RATE)
-        self._drain()
+        audio = question.audio
+        speech = (
+            Clip.from_pcm(audio, INPUT_RATE)
+            if isinstance(audio, (bytes, bytearray))
+            else Clip.load(audio, INPUT_RATE)
+        ).resample(INPUT_RATE)
+        if speech.duration > MAX_QUESTION_SECONDS:
+            raise AudioError(
+                f"The question is {speech.duration:.0f} s long; ask() sends at most "
+                f"{MAX_QUESTION_SECONDS:.0f} s",
+                "cut it (clip[:60]) or stream a long recording in a live session "
+                "(rt.send_audio as it comes)",
+            )
+        if is_silent(speech):
+            raise AudioError(
+                f"No speech was heard in the {speech.duration:.1f} s sent: the clip is silent",
+                "check the microphone (or the file) and record the question again",
+            )
         timeline = Timeline()
-        collector = TurnCollector()
-        self._turn_tl = timeline
+        collector = RealtimeTurnCollector()
         try:
             await asyncio.wait_for(
-                self._exchange(speech, list(images), collector), self.turn_timeout
+                self._connect_and_exchange(speech, question.images, collector, timeline, emit),
+                self.timeout,
             )
         except (TimeoutError, asyncio.TimeoutError):
             raise ConnectionLost(
-                f"No complete answer within {self.turn_timeout:.0f} s",
-                "what arrived is in .partial; raise turn_timeout for long answers",
-                partial=self.make_turn(collector, timeline, "failed"),
+                f"No complete answer within {self.timeout:.0f} s of asking",
+                "what arrived is in .partial; raise OmniRealtime(timeout=…) for long answers",
+                partial=self.make_reply(collector, timeline, "failed"),
             ) from None
         except BackendError as exc:
             if exc.partial is None:
-                exc.partial = self.make_turn(collector, timeline, "failed")
+                exc.partial = self.make_reply(collector, timeline, "failed")
             raise
         finally:
             self._turn_tl = None
-        return self.make_turn(collector, timeline, None)
+        return self.make_reply(collector, timeline, None)
+
+    async def _connect_and_exchange(
+        self,
+        speech: Clip,
+        images: tuple[Any, ...],
+        collector: RealtimeTurnCollector,
+        timeline: Timeline,
+        emit: Emit | None,
+    ) -> None:
+        await self.connect()
+        self._drain()
+        self._turn_tl = timeline
+        await self._exchange(speech, images, collector, emit)
 
     def _drain(self) -> None:
         """Forget events left from before this exchange (they are on the session timeline)."""
@@ -689,27 +735,47 @@ class OmniRealtime:
                 break
 
     async def _exchange(
-        self, speech: Clip, images: list[bytes | str | Path], collector: TurnCollector
+        self,
+        speech: Clip,
+        images: tuple[Any, ...],
+        collector: RealtimeTurnCollector,
+        emit: Emit | None,
     ) -> None:
         first, rest = speech[: CHUNK_MS / 1000], None
         if speech.duration > CHUNK_MS / 1000:
             rest = speech[CHUNK_MS / 1000 :]
         await self.send_audio(first)  # images must follow some audio
         for image in images:
-            await self.send_image(image)
+            await self.send_image(_jpeg(image))
         if rest is not None:
             await self.send_audio(rest)
         td = self.config.get("turn_detection")
+        heard_by: float | None = None
         if td:
-            tail = (int(td.get("silence_duration_ms", 800)) + 400) / 1000
-            await self.send_audio(Clip.silence(tail, INPUT_RATE))
+            silence_ms = float(td.get("silence_duration_ms", 800))
+            await self.send_audio(Clip.silence((silence_ms + 400) / 1000, INPUT_RATE))
+            # the server's VAD has all the audio now; if it heard no speech start in it, it never
+            # will: give it the time its own silence window takes, then say so
+            heard_by = time.monotonic() + silence_ms / 1000 + 2.0
         else:
             self._mark("client", "speech_stopped", by="commit")
             await self.commit()
             await self.create_response()
+        heard = False
         while not collector.done:
             try:
-                event = await self._next()
+                if heard_by is not None and not heard:
+                    event = await asyncio.wait_for(
+                        self._next(), max(0.0, heard_by - time.monotonic())
+                    )
+                else:
+                    event = await self._next()
+            except (TimeoutError, asyncio.TimeoutError):
+                raise AudioError(
+                    f"No speech was heard in the {speech.duration:.1f} s sent "
+                    "(the server's voice detector found none)",
+                    "speak louder or closer, lower vad threshold, or use turn_detection=None",
+                ) from None
             except StopAsyncIteration:
                 raise self._failed or ConnectionLost("The session closed", None) from None
             if isinstance(event, Reconnected):
@@ -719,33 +785,66 @@ class OmniRealtime:
                     "what arrived is in .partial; say it again",
                 )
             if isinstance(event, ErrorEvent):
-                raise _error_from_event(event, "this turn")
+                raise _error_from_event(event, "this turn", local=self.endpoints.local)
             if isinstance(event, SessionFinished):
                 raise ConnectionLost("The server finished the session mid-turn", None)
+            heard = heard or isinstance(event, SpeechStarted)
             collector.feed(event)
+            if emit is not None:
+                emit(_stream_event(event))
 
     def _usage(self, usage: dict[str, Any] | None) -> Usage:
         return Usage.from_dashscope(usage, model=self.model, local=self.endpoints.local)
 
-    def make_turn(
-        self, c: TurnCollector, timeline: Timeline | None = None, status: str | None = None
-    ) -> Turn:
-        """The :class:`~nbtoolkit.results.Turn` of what ``c`` collected (for clients that fold
+    def make_reply(
+        self, c: RealtimeTurnCollector, timeline: Timeline | None = None, status: str | None = None
+    ) -> Reply:
+        """The :class:`~nbtoolkit.results.Reply` of what ``c`` collected (for clients that fold
         the events themselves, e.g. ``async for event in rt``); ``status`` overrides the
         collector's ("failed" if the response never finished)."""
         audio = Clip.from_pcm(bytes(c.audio), OUTPUT_RATE) if len(c.audio) >= 2 else None
-        return Turn(
+        tl = timeline if timeline is not None else Timeline()
+        return Reply(
             heard=c.heard,
             text=c.text,
             audio=audio,
             usage=self._usage(c.usage),
-            timeline=timeline if timeline is not None else Timeline(),
+            timeline=tl,
             status=status or c.status or "failed",
             request_id=c.response_id,
             model=self.model,
             local=self.endpoints.local,
+            latency=tl.between("speech_stopped", "response.done"),
+            first_token_latency=tl.between("speech_stopped", "response.audio.delta"),
         )
 
     def __repr__(self) -> str:
         where = "local" if self.endpoints.local else self.endpoints.region
         return f"OmniRealtime({self.model!r}, {where}, session={self.session_id!r})"
+
+
+def _jpeg(image: Any) -> bytes | str | Path:
+    """An image as :meth:`OmniRealtime.send_image` takes it: JPEG bytes or a path as given; a PIL
+    image is encoded."""
+    if hasattr(image, "save") and not isinstance(image, (str, Path)):
+        import io
+
+        buf = io.BytesIO()
+        image.convert("RGB").save(buf, "JPEG", quality=85)
+        return buf.getvalue()
+    return bytes(image) if isinstance(image, (bytearray, memoryview)) else image
+
+
+def _stream_event(event: Event) -> ev.StreamEvent:
+    """The :mod:`nbtoolkit.events` event for a realtime server event (unknown ones kept raw)."""
+    if isinstance(event, TextDelta | AudioTranscriptDelta):
+        return ev.TextDelta(event.delta)
+    if isinstance(event, AudioDelta):
+        return ev.AudioDelta(Clip.from_pcm(event.pcm, OUTPUT_RATE))
+    if isinstance(event, SpeechStarted):
+        return ev.SpeechStarted()
+    if isinstance(event, SpeechStopped):
+        return ev.SpeechStopped()
+    if isinstance(event, InputTranscriptionCompleted):
+        return ev.Heard(event.transcript, final=True)
+    return ev.RawEvent(event.type, event)

@@ -1,9 +1,9 @@
 """Qwen-Audio through the official ``dashscope`` SDK (``MultiModalConversation``), cloud or local.
 
     qa = QwenAudio()                                   # cloud with a key, else the offline engine
-    qa.ask(audio=clip, text="What is said in the audio?").text
-    for delta in qa.stream(audio="speech.wav"): print(delta, end="")
-    chat = qa.chat(system="Answer briefly."); chat.ask(audio=clip); chat.ask(text="And then?")
+    qa.ask(clip, text="What is said in the audio?").text
+    for event in qa.stream("speech.wav"): print(getattr(event, "delta", ""), end="")
+    chat = qa.chat(system="Answer briefly."); chat.ask(clip); chat.ask(text="And then?")
 
 Audio may be a :class:`~nbtoolkit.audio.Clip`, a path (or ``file://`` URL), encoded bytes, or a URL
 (``http(s)://``, ``oss://``, ``data:``) passed verbatim. Everything but URLs is checked against the
@@ -21,48 +21,50 @@ a stream that breaks raises with ``partial=`` the text so far. Each retry is log
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import os
+import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.backends import _sdk
+from nbtoolkit.backends._base import AudioInput, Client, Emit, Question
 from nbtoolkit.config import Endpoints
 from nbtoolkit.errors import (
     AudioError,
     BackendError,
     ConfigError,
     ConnectionLost,
+    ImageError,
     ProtocolError,
 )
-from nbtoolkit.ledger import Ledger, session_ledger
+from nbtoolkit.events import TextDelta
+from nbtoolkit.ledger import Ledger
 from nbtoolkit.protocols.conversation import (
     MAX_AUDIO_BYTES,
     MAX_AUDIO_SECONDS,
-    error_for,
     finish_reason,
     output_text,
 )
+from nbtoolkit.protocols.errors import error_for
 from nbtoolkit.results import Reply, Usage
-from nbtoolkit.retry import RetryPolicy, parse_retry_after
+from nbtoolkit.retry import RetryPolicy, parse_retry_after, retrying
 
 __all__ = ["AudioInput", "Chat", "QwenAudio"]
 
-log = logging.getLogger("nbtoolkit.backends.qwen_audio")
 
-AudioInput = Clip | str | os.PathLike[str] | bytes
 _URL_PREFIXES = ("http://", "https://", "oss://", "data:")
 _SEND_RATE = 16000
 _BACKEND = "qwen_audio"
 T = TypeVar("T")
 
 
-class QwenAudio:
+class QwenAudio(Client):
     """A Qwen-Audio client. ``endpoints=None`` means ``nbtoolkit.connect(quiet=True)``.
 
     ``on_too_long``: audio over 30 s (or a file over 10 MB) is trimmed to its first 30 s with a
@@ -73,53 +75,36 @@ class QwenAudio:
     def __init__(
         self,
         endpoints: Endpoints | None = None,
-        model: str = "qwen-audio-turbo-latest",
         *,
+        model: str = "qwen-audio-turbo-latest",
         ledger: Ledger | None = None,
-        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen dataclass, safe to share
-        on_too_long: Literal["trim", "refuse"] = "trim",
+        retry: RetryPolicy | None = None,
         timeout: float = 60.0,
+        on_too_long: Literal["trim", "refuse"] = "trim",
     ) -> None:
         if on_too_long not in ("trim", "refuse"):
             raise ConfigError(
                 f"on_too_long={on_too_long!r} is not an option", 'use "trim" or "refuse"'
             )
-        if endpoints is None:
-            from nbtoolkit.connection import connect
-
-            endpoints = connect(quiet=True)
-        self.endpoints = endpoints
-        self.model = model
-        self.retry = retry
+        super().__init__(endpoints, model=model, ledger=ledger, retry=retry, timeout=timeout)
         self.on_too_long = on_too_long
-        self.timeout = timeout
-        self._ledger = ledger
-        #: The last complete answer (after :meth:`stream` has been read to the end, its Reply).
+        #: The last complete answer.
         self.last_reply: Reply | None = None
-
-    @property
-    def ledger(self) -> Ledger:
-        return self._ledger if self._ledger is not None else session_ledger()
-
-    def __repr__(self) -> str:
-        where = "offline engine" if self.endpoints.local else f"cloud ({self.endpoints.region})"
-        return f"QwenAudio(model={self.model!r}, {where})"
-
-    # ------------------------------------------------------------------ public API
-    def ask(self, audio: AudioInput | None = None, text: str | None = None) -> Reply:
-        """One question: audio and/or text (audio alone is voice chat). Returns the whole answer."""
-        return self._complete([self._user_message(audio, text)])
-
-    def stream(self, audio: AudioInput | None = None, text: str | None = None) -> Iterator[str]:
-        """Like :meth:`ask`, yielding text pieces as they arrive; then ``last_reply`` holds the Reply.
-
-        The audio is checked and uploaded now; the request is made when iteration starts.
-        """
-        return self._stream([self._user_message(audio, text)])
 
     def chat(self, system: str | None = None) -> Chat:
         """A conversation that keeps its history (``system`` is an optional system prompt)."""
         return Chat(self, system)
+
+    def _answer(self, question: Question, options: Mapping[str, Any], emit: Emit | None) -> Reply:
+        return self._reply_to([self._user_message(question)], emit)
+
+    def _reply_to(self, messages: list[dict[str, Any]], emit: Emit | None) -> Reply:
+        if emit is None:
+            return self._complete(messages)
+        for delta in self._stream(messages):
+            emit(TextDelta(delta))
+        assert self.last_reply is not None  # set by _stream once the answer is complete
+        return self.last_reply
 
     # ------------------------------------------------------------------ audio and messages
     @property
@@ -139,7 +124,7 @@ class QwenAudio:
         warnings.warn(
             f"{what}; sending at most its first 30 s as a 16 kHz WAV (Qwen-Audio uses no more). "
             "Pass on_too_long='refuse' to get an error instead.",
-            stacklevel=6,  # the caller of ask()/stream()/Chat.ask()
+            stacklevel=_user_frame(),
         )
 
     def _clip(self, audio: Clip | str | os.PathLike[str] | bytes) -> Clip:
@@ -175,20 +160,20 @@ class QwenAudio:
                 raise
             raise err from exc
 
-    def _user_message(self, audio: AudioInput | None, text: str | None) -> dict[str, Any]:
+    def _user_message(self, question: Question) -> dict[str, Any]:
         """The user message, with local audio checked and uploaded (after the budget check, so a
         refused call uploads nothing)."""
-        self.ledger.check(local=self.endpoints.local)
-        if audio is None and not text:
-            raise AudioError(
-                "Nothing to ask: neither audio nor text was given",
-                "pass audio=clip (a Clip, path, URL or bytes) and/or text='…'",
+        if question.images:
+            raise ImageError(
+                "Qwen-Audio listens and reads; it does not take images",
+                "ask about images with Dialog (visual Q&A) or OmniRealtime",
             )
+        self.ledger.check(local=self.endpoints.local)
         content: list[dict[str, str]] = []
-        if audio is not None:
-            content.append({"audio": self._audio_ref(audio)})
-        if text:
-            content.append({"text": text})
+        if question.audio is not None:
+            content.append({"audio": self._audio_ref(question.audio)})
+        if question.text:
+            content.append({"text": question.text})
         return {"role": "user", "content": content}
 
     # ------------------------------------------------------------------ calls
@@ -198,6 +183,7 @@ class QwenAudio:
             int(resp.status_code),
             resp.code,
             resp.message,
+            where=self._where[0].upper() + self._where[1:],
             request_id=resp.request_id or None,
             retry_after=parse_retry_after(headers.get("retry-after")),
             partial=partial,
@@ -222,20 +208,9 @@ class QwenAudio:
         return err.status is not None and self.retry.retryable(err.status)
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
-        """``attempt()``, retried per :attr:`retry` for connect failures and retryable statuses."""
-        n = 0
-        while True:
-            try:
-                return attempt()
-            except BackendError as err:
-                if n >= self.retry.max_retries or not self._retryable(err):
-                    raise
-                wait = self.retry.delay(n, getattr(err, "retry_after", None))
-                n += 1
-                log.info(
-                    "%s — retry %d of %d in %.2f s", err.problem, n, self.retry.max_retries, wait
-                )
-                time.sleep(wait)  # backoff between attempts, not a wait for an event
+        """``attempt()``, retried per :attr:`retry` for connect failures and retryable statuses;
+        a Retry-After beyond the policy's cap is raised at once (see :mod:`nbtoolkit.retry`)."""
+        return retrying(attempt, self.retry, retryable=self._retryable)
 
     def _call(self, messages: list[dict[str, Any]], *, stream: bool) -> Any:
         try:
@@ -253,7 +228,7 @@ class QwenAudio:
         usage = Usage.from_dashscope(resp.usage, model=self.model, local=self.endpoints.local)
         reply = Reply(
             text,
-            usage,
+            usage=usage,
             request_id=resp.request_id or None,
             latency=latency,
             first_token_latency=first if first is not None else latency,
@@ -345,7 +320,8 @@ class QwenAudio:
 
 class Chat:
     """A multi-turn conversation with :class:`QwenAudio`; each answer is appended to the history as
-    the service returned it, and sent back with the next question."""
+    the service returned it, and sent back with the next question. ``ask`` takes what
+    :meth:`QwenAudio.ask` takes."""
 
     def __init__(self, client: QwenAudio, system: str | None = None) -> None:
         self.client = client
@@ -353,15 +329,43 @@ class Chat:
         if system:
             self.messages.append({"role": "system", "content": [{"text": system}]})
 
-    def ask(self, audio: AudioInput | None = None, text: str | None = None) -> Reply:
+    def ask(
+        self,
+        audio: AudioInput | None = None,
+        *,
+        text: str | None = None,
+        images: Any = None,
+        **options: Any,
+    ) -> Reply:
         """Ask within the conversation; the question and answer join the history on success."""
-        user = self.client._user_message(audio, text)
+        question = self.client._question(audio, text, images, options)
+        user = self.client._user_message(question)
         reply = self.client._complete([*self.messages, user])
         message = reply.raw.output.choices[0].message
         content = [dict(item) for item in message.content]
         self.messages += [user, {"role": message.role or "assistant", "content": content}]
         return reply
 
+    async def ask_async(
+        self,
+        audio: AudioInput | None = None,
+        *,
+        text: str | None = None,
+        images: Any = None,
+        **options: Any,
+    ) -> Reply:
+        """:meth:`ask`, awaited."""
+        return await asyncio.to_thread(lambda: self.ask(audio, text=text, images=images, **options))
+
     def __len__(self) -> int:
         """Number of completed question/answer turns."""
         return sum(1 for m in self.messages if m["role"] == "assistant")
+
+
+def _user_frame() -> int:
+    """The ``stacklevel`` of the first frame outside nbtoolkit: a warning points at the user's
+    line whichever public method led to it."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("nbtoolkit"):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -1,6 +1,7 @@
-"""Token counting for the offline engine: a documented, deterministic rule (not a real tokenizer).
+"""Token counting where a service reports none: a documented, deterministic rule (not a real tokenizer).
 
-The cloud models count tokens with their own tokenizers; the offline engine cannot, so it reports
+The cloud models count tokens with their own tokenizers; the offline engine (and the dialog client, for
+the service that reports no usage) cannot, so they report
 numbers from this rule, which is close in scale and always gives the same count for the same input:
 
 * **text** — :func:`text_tokens`: one token per English word or number (a run of letters, digits
