@@ -8,8 +8,9 @@ Both halves live here so client and server cannot drift apart:
   §2.6–§2.8, pitfalls §7.5: ``event:error`` with no space, one JSON document per ``data:`` line, never
   a 200 without ``output``, no ``[DONE]``);
 * client side — :func:`output_text` and :func:`finish_reason` read what the SDK returns, and
-  :func:`error_for` maps its ``status_code``/``code``/``message`` onto :mod:`nbtoolkit.errors`
-  (usage is read by :meth:`nbtoolkit.results.Usage.from_dashscope`).
+  :func:`~nbtoolkit.protocols.errors.error_for` (the one status/code table, re-exported here) maps
+  its ``status_code``/``code``/``message`` onto :mod:`nbtoolkit.errors` (usage is read by
+  :meth:`nbtoolkit.results.Usage.from_dashscope`).
 
 Usage shape (S001), the same reading as ``Usage.from_dashscope``: ``input_tokens`` counts the *text*
 input; ``audio_tokens`` (and ``image_tokens`` when images were sent) are reported beside it — S001's
@@ -26,14 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbtoolkit.errors import (
-    AuthError,
-    BackendError,
-    ConnectionLost,
-    ProtocolError,
-    RateLimited,
-    ServerError,
-)
+from nbtoolkit.errors import ProtocolError
+from nbtoolkit.protocols.errors import code_for_status, error_for, status_for_code
 from nbtoolkit.protocols.sse import encode
 
 __all__ = [
@@ -66,35 +61,6 @@ PATH = "/services/aigc/multimodal-generation/generation"
 MAX_AUDIO_BYTES = 10 * 1024 * 1024
 MAX_AUDIO_SECONDS = 30.0
 MEDIA_KINDS = ("audio", "image", "video")
-
-# The SDK's own crosswalk of statuses and codes (reference §2.8).
-_CODES = {
-    400: "InvalidParameter",
-    401: "InvalidApiKey",
-    403: "AccessDenied",
-    404: "Model.NotExist",
-    408: "RequestTimeOut",
-    429: "Throttling",
-    500: "InternalError",
-    502: "BadGateway",
-    503: "ServiceUnavailable",
-    504: "GatewayTimeout",
-}
-
-
-def code_for_status(status: int) -> str:
-    """The DashScope error code that goes with an HTTP status."""
-    return _CODES.get(status, "InternalError" if status >= 500 else "InvalidParameter")
-
-
-def status_for_code(code: str | None) -> int | None:
-    """The HTTP status that goes with a DashScope error code (``Throttling.RateQuota`` → 429)."""
-    if not code:
-        return None
-    family = code.split(".")[0]
-    if family in ("AccessDenied", "Arrearage"):
-        return 403
-    return next((status for status, known in _CODES.items() if known == family), None)
 
 
 def invalid(problem: str, fix: str) -> ProtocolError:
@@ -412,47 +378,3 @@ def finish_reason(output: Any) -> str | None:
     choices = _choices(output)
     reason = _get(choices[0], "finish_reason") if choices else _get(output, "finish_reason")
     return None if reason in (None, "", "null") else str(reason)
-
-
-def error_for(
-    status: int,
-    code: str | None,
-    message: str | None,
-    *,
-    request_id: str | None = None,
-    retry_after: float | None = None,
-    partial: Any = None,
-    local: bool = False,
-) -> BackendError:
-    """The :mod:`nbtoolkit.errors` exception for an error the SDK returned (it never raises them)."""
-    code = code or code_for_status(status)
-    said = f"{status} {code}: {message}" if message else f"{status} {code}"
-    kw: dict[str, Any] = {"status": status, "code": code, "request_id": request_id}
-    kw["partial"] = partial
-    if status in (401, 403):
-        fix = (
-            "use nbtoolkit.connect() so the local server's token is used"
-            if local
-            else "set DASHSCOPE_API_KEY to a valid key for this region and model "
-            "(or call nbtoolkit.connect(local=True) to use the offline engine)"
-        )
-        return AuthError(f"The service refused the API key ({said})", fix, **kw)
-    if status == 429:
-        wait = f"wait {retry_after:.0f} s" if retry_after is not None else "wait a little"
-        return RateLimited(
-            f"Too many requests ({said})",
-            f"{wait} and try again, or lower the request rate",
-            retry_after=retry_after,
-            **kw,
-        )
-    if status >= 500:
-        return ServerError(
-            f"The service failed ({said})", "try again later; retries were already made", **kw
-        )
-    if status == 408:
-        return ConnectionLost(f"The request timed out ({said})", "try again", **kw)
-    return ProtocolError(
-        f"The service refused the request ({said})",
-        "fix the input named in the message and call again",
-        **kw,
-    )
