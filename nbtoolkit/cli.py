@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 __all__ = ["main"]
 
@@ -25,7 +26,13 @@ def _serve(args: argparse.Namespace) -> int:
     from nbtoolkit.local.server import start
 
     try:
-        server = start(host=args.host, port=args.port, token=args.token)
+        server = start(
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            max_sessions=args.max_sessions,
+            target_load=args.target_load,
+        )
     except (NbToolkitError, OSError) as exc:
         print(f"nbtoolkit serve: {exc}", file=sys.stderr)
         return 2
@@ -44,6 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"  Dialog WebSocket:          {ep.websocket_base}\n"
             f"  Realtime WebSocket:        {ep.realtime_url}\n"
             f"  Audio modalities (Agora):  {ep.audio_modalities_url}\n"
+            f"  Sessions at once:          {_session_limit(server.app.state.capacity)}\n"
             "\nPoint the dashscope SDK at it:\n"
             f"  export DASHSCOPE_HTTP_BASE_URL={ep.http_base}\n"
             f"  export DASHSCOPE_WEBSOCKET_BASE_URL={ep.websocket_base}\n"
@@ -60,6 +68,15 @@ def _serve(args: argparse.Namespace) -> int:
         server.stop()
     print("nbtoolkit local server stopped.", flush=True)
     return 0
+
+
+def _session_limit(capacity: Any) -> str:
+    if capacity.fixed is not None:
+        return f"{capacity.fixed} (--max-sessions)"
+    return (
+        f"{capacity.max_sessions} for now: measured as sessions run, at "
+        f"{capacity.target_load:.0%} load of {capacity.workers} engine threads"
+    )
 
 
 # =========================================================================== doctor
@@ -225,11 +242,26 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nbtoolkit", description="DashScope speech LLMs in Jupyter, with an offline engine."
     )
+    from nbtoolkit.local.admission import TARGET_LOAD
+
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the local server (offline engine) in the foreground")
     serve.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     serve.add_argument("--token", default=None, help="bearer token (default: a random one)")
+    serve.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        help="realtime/dialog sessions served at once; more are refused with HTTP 429 "
+        "(default: derived from the cores and the measured cost of a session)",
+    )
+    serve.add_argument(
+        "--target-load",
+        type=float,
+        default=TARGET_LOAD,
+        help=f"engine load the derived session limit aims at, 0-1 (default {TARGET_LOAD})",
+    )
     serve.set_defaults(func=_serve)
     doctor = sub.add_parser("doctor", help="check that the offline engine's dependencies work")
     doctor.set_defaults(func=_doctor)

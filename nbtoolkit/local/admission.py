@@ -56,6 +56,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nbtoolkit.errors import ConfigError
 from nbtoolkit.local.auth import _token_ok, origin_allowed
 from nbtoolkit.local.routes import ENGINE_WORKERS, Lane, current_lane
 
@@ -124,9 +125,15 @@ class Capacity:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_sessions is not None and max_sessions < 1:
-            raise ValueError(f"max_sessions must be at least 1 (got {max_sessions})")
+            raise ConfigError(
+                f"max_sessions must be at least 1, not {max_sessions}",
+                "leave it unset to derive the limit from the cores",
+            )
         if not 0 < target_load <= 1:
-            raise ValueError(f"target_load must be in (0, 1] (got {target_load})")
+            raise ConfigError(
+                f"target_load must be above 0 and at most 1, not {target_load}",
+                f"use the default {TARGET_LOAD}, or e.g. 0.5 for snappier answers to fewer sessions",
+            )
         self.workers = workers
         self.fixed = max_sessions
         self.target_load = target_load
