@@ -45,6 +45,7 @@ import traitlets
 
 from nbtoolkit.audio import Clip
 from nbtoolkit.errors import AudioError, ImageError
+from nbtoolkit.widgets.recordings import prune
 
 __all__ = [
     "RATE",
@@ -206,6 +207,7 @@ class Recorder(anywidget.AnyWidget):
         Feed ``source`` at real-time pace (True) or as fast as possible (False).
     save_dir:
         Where recordings are written as they arrive (default ``~/.cache/nbtoolkit/recordings``).
+        Older takes there are deleted beyond a count and size (see :mod:`nbtoolkit.widgets.recordings`).
     camera:
         Show a Snapshot button that grabs a JPEG from the browser's camera (see :meth:`snapshot`).
     frames:
@@ -492,6 +494,7 @@ class Recorder(anywidget.AnyWidget):
     def _begin_take(self) -> None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         self._wav = _WavLog(self.save_dir / f"rec-{stamp}.wav", RATE)
+        prune(self.save_dir, current=self._wav.path)  # older takes, within the folder's bound
         self._pcm = bytearray()
         self._last_seq = -1
         self.missing_chunks = 0
