@@ -1,26 +1,27 @@
 """The bridges behind :class:`~nbtoolkit.voice_chat.VoiceChat`: one adapter per backend family.
 
-A bridge turns recorder takes/chunks into backend calls and backend events into player audio,
-turns and dialog states (what each family does is described in :mod:`nbtoolkit.voice_chat`).
-This is the widgets' only way to the backends: it imports no widget, and reaches the chat's
-widgets through the chat's own ``_``-prefixed "bridge → widgets" methods, so it is private to
-:mod:`nbtoolkit.voice_chat`. Every bridge method runs on the chat's event loop.
+A bridge turns the recorder's takes and chunks (handed over by the chat) into backend calls, and the
+backend's events into :mod:`nbtoolkit.voice_chat_events` that it passes to ``emit`` (the chat
+renders them). It never reads or calls the chat, and imports backends, never widgets (what each
+family does is described in :mod:`nbtoolkit.voice_chat`). Every bridge method, and ``emit``, runs
+on the chat's event loop; backend callbacks from other threads hop there first.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from nbtoolkit import events as answer_events
 from nbtoolkit.audio.clip import Clip
-from nbtoolkit.backends.dialog import Dialog, DialogStream, to_jpeg
+from nbtoolkit.backends.dialog import FRAME_INTERVAL, Dialog, DialogLive, to_jpeg
 from nbtoolkit.backends.omni import OmniRealtime, Reconnected
 from nbtoolkit.backends.qwen_audio import QwenAudio
-from nbtoolkit.errors import ConfigError, ConnectionLost, ImageError, NbToolkitError
+from nbtoolkit.errors import ConfigError, ConnectionLost, ImageError, NbToolkitError, ProtocolError
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.protocols.realtime import (
     MAX_IMAGE_BYTES,
@@ -38,42 +39,51 @@ from nbtoolkit.protocols.realtime import (
     TextDelta,
 )
 from nbtoolkit.protocols.realtime_turn import RealtimeTurnCollector
-from nbtoolkit.results import Turn
+from nbtoolkit.results import Reply
+from nbtoolkit.voice_chat_events import (
+    LISTENING,
+    RESPONDING,
+    THINKING,
+    Audio,
+    ChatEvent,
+    Failed,
+    Flush,
+    Heard,
+    Mark,
+    Said,
+    State,
+    TurnDone,
+)
 
-if TYPE_CHECKING:
-    from nbtoolkit.voice_chat import VoiceChat
+__all__ = ["FRAME_INTERVAL", "VISUAL_QUESTION", "Backend", "Bridge", "Emit", "bridge_for"]
 
 # the chat's logger: one switch for the whole voice chat
 log = logging.getLogger("nbtoolkit.voice_chat")
 
-#: The dialog states (the chat's ``state``), set by the bridges; re-exported by voice_chat.
-IDLE, LISTENING, THINKING, RESPONDING, STOPPED, ERROR = (
-    "IDLE",
-    "LISTENING",
-    "THINKING",
-    "RESPONDING",
-    "STOPPED",
-    "ERROR",
-)
 #: Dialog (SDK) states → the badge.
 _DIALOG_STATES = {"Listening": LISTENING, "Thinking": THINKING, "Responding": RESPONDING}
 #: What a Dialog without video is asked about a picture.
 VISUAL_QUESTION = "What is in front of me?"
 
 Backend = OmniRealtime | Dialog | QwenAudio
+Emit = Callable[[ChatEvent], None]
 
 
 class Bridge:
-    """Joins one backend to the chat. Every method runs on the chat's event loop."""
+    """Joins one backend to a chat that renders what the bridge ``emit`` s. Every method runs on
+    the chat's event loop."""
 
     notice = ""
 
-    def __init__(self, chat: VoiceChat) -> None:
-        self.chat = chat
+    def __init__(self, emit: Emit) -> None:
+        self.emit = emit
 
     @property
     def ledger(self) -> Ledger:
         raise NotImplementedError
+
+    def mark(self, lane: str, name: str, **detail: Any) -> None:
+        self.emit(Mark(lane, name, detail))
 
     async def open(self) -> None:
         """Connect the backend (if it is not connected yet)."""
@@ -92,7 +102,7 @@ class Bridge:
         """16 kHz PCM16 from the current take."""
 
     def take_ended(self, take: Clip) -> None:
-        """The recorder finished ``take``."""
+        """The recorder finished ``take`` (the whole of it)."""
 
     async def frame(self, image: Any) -> bool:
         """Show the backend a picture (see :meth:`VoiceChat.send_frame`)."""
@@ -101,37 +111,22 @@ class Bridge:
             "use an OmniRealtime or a Dialog for visual questions",
         )
 
-    def answered(self, turn: Turn) -> None:
-        """``turn`` is complete: the player may run dry now; the chat shows it and listens."""
-        self.chat.player.finish()
-        self.chat._add_turn(turn)
-        self.chat._set_state(LISTENING)
 
-    def failed(self, exc: NbToolkitError) -> None:
-        """One failed turn (too short, no speech heard, refused, timed out) need not end the
-        conversation: keep what arrived, say why on the badge, and listen again."""
-        self.chat.failures.append(exc)
-        partial = getattr(exc, "partial", None)
-        if isinstance(partial, Turn):
-            self.chat._add_turn(partial)
-        self.chat._set_state(LISTENING, str(exc))
-
-
-def bridge_for(chat: VoiceChat, backend: Any, tts: bool) -> Bridge:
-    """The bridge that joins ``backend`` to ``chat`` (``tts`` is for QwenAudio only)."""
+def bridge_for(backend: Any, tts: bool, emit: Emit) -> Bridge:
+    """The bridge that joins ``backend`` to a chat rendering ``emit`` (``tts``: QwenAudio only)."""
     if tts and not isinstance(backend, QwenAudio):
         raise ConfigError(
             f"tts=True is for QwenAudio; {type(backend).__name__} answers with its own voice",
             "drop tts=True",
         )
     if isinstance(backend, OmniRealtime):
-        return _OmniBridge(chat, backend)
+        return _OmniBridge(emit, backend)
     if isinstance(backend, Dialog):
         if backend.mode == "push2talk":
-            return _DialogBridge(chat, backend)
-        return _DialogStreamBridge(chat, backend)
+            return _DialogBridge(emit, backend)
+        return _DialogLiveBridge(emit, backend)
     if isinstance(backend, QwenAudio):
-        return _QwenAudioBridge(chat, backend, tts)
+        return _QwenAudioBridge(emit, backend, tts)
     raise ConfigError(
         f"VoiceChat cannot talk to a {type(backend).__name__}",
         "pass an OmniRealtime, Dialog or QwenAudio",
@@ -142,10 +137,10 @@ _COMMIT = object()
 
 
 class _OmniBridge(Bridge):
-    """Mic chunks → ``send_audio`` as they arrive; server events → player, transcript, turns."""
+    """Mic chunks → ``send_audio`` as they arrive; server events → chat events."""
 
-    def __init__(self, chat: VoiceChat, rt: OmniRealtime) -> None:
-        super().__init__(chat)
+    def __init__(self, emit: Emit, rt: OmniRealtime) -> None:
+        super().__init__(emit)
         self.rt = rt
         self.vad = bool(rt.config.get("turn_detection"))
         self.speaks = "audio" in rt.config.get("modalities", ())
@@ -156,40 +151,23 @@ class _OmniBridge(Bridge):
         )
         self.outbox: asyncio.Queue[Any] = asyncio.Queue()
         self.collector = RealtimeTurnCollector()
-        self.flushed = False  # the player was flushed since the current answer began
+        self.answer = ""  # the response being (or last) answered: the label of its audio
         self.opened = False
         self.audio_sent = False  # images may only follow audio
-        self.user_flush = rt.on_flush
 
     @property
     def ledger(self) -> Ledger:
         return self.rt.ledger
 
     async def open(self) -> None:
-        self.rt.on_flush = self._on_flush
         if self.rt.session_id is None:
             await self.rt.connect()
             self.opened = True
 
     async def close(self) -> None:
-        self.rt.on_flush = self.user_flush
         if self.opened:
             self.opened = False
-            await self.rt.close()
-
-    async def _on_flush(self) -> None:
-        # the client has just cancelled the server's answer because the user spoke over it
-        self.chat._mark("state", "barge_in", by="server_vad")
-        self._flush("barge_in")
-        if self.user_flush is not None:
-            result = self.user_flush()
-            if inspect.isawaitable(result):
-                await result
-
-    def _flush(self, reason: str) -> None:
-        if not self.flushed:
-            self.flushed = True
-            self.chat._flush_player(reason)
+            await self.rt.aclose()
 
     def take_started(self) -> None:
         if not self.vad:
@@ -219,9 +197,9 @@ class _OmniBridge(Bridge):
 
     async def _push_to_talk_barge_in(self) -> None:
         if await self.rt.cancel():
-            self.chat._mark("state", "barge_in", by="record")
-        if self.chat._player_audible() or self.rt.response_active:
-            self._flush("record")
+            self.mark("state", "barge_in", by="record")
+        # an answer still streaming is dropped; one complete on the server only if still playing
+        self.emit(Flush("record", self.answer, if_audible=not self.rt.response_active))
 
     async def run(self) -> None:
         reader = asyncio.create_task(self._read_loop(), name="voice-chat-read")
@@ -247,175 +225,127 @@ class _OmniBridge(Bridge):
             if isinstance(item, bytes):
                 await self.rt.send_audio(item)
             elif item is _COMMIT:
-                self.chat._mark("client", "commit")
-                self.chat._set_state(THINKING)
+                self.mark("client", "commit")
+                self.emit(State(THINKING))
                 await self.rt.commit()
                 await self.rt.create_response()
             else:
                 await item()
 
     def _on_event(self, event: RealtimeEvent | Reconnected) -> None:
-        chat = self.chat
+        emit = self.emit
         if isinstance(event, Reconnected):
-            chat._mark("state", "reconnected", close_code=event.close_code)
+            self.mark("state", "reconnected", close_code=event.close_code)
             return
         if isinstance(event, ErrorEvent):
-            chat._mark("server", "error", code=event.code)
-            chat._render_state(f"{event.code}: {event.message}")
+            self.mark("server", "error", code=event.code)
+            emit(
+                Failed(
+                    ProtocolError(
+                        f"The realtime server refused this turn: {event.message} [{event.code}]",
+                        "say it again; if it persists, check the session's settings",
+                        code=event.code,
+                    )
+                )
+            )
             return
         c = self.collector
+        answering = c.started and not c.done
         c.feed(event)
         if isinstance(event, SpeechStarted):
-            chat._mark("vad", "speech_started")
-            # the server's answer may be complete while the browser still plays it: stop that too
-            if chat._player_audible():
-                chat._mark("state", "barge_in", by="player")
-                self._flush("barge_in")
-            chat._set_state(LISTENING)
+            self.mark("vad", "speech_started")
+            if answering:  # the client has cancelled that answer: the user spoke over it
+                emit(Flush("barge_in", self.answer, by="server_vad"))
+            else:  # the answer is complete on the server but the browser may still play it
+                emit(Flush("barge_in", self.answer, by="player", if_audible=True))
+            emit(State(LISTENING))
         elif isinstance(event, SpeechStopped):
-            chat._mark("vad", "speech_stopped")
-            chat._set_state(THINKING)
+            self.mark("vad", "speech_stopped")
+            emit(State(THINKING))
         elif isinstance(event, InputAudioCommitted):
-            chat._set_state(THINKING)
+            emit(State(THINKING))
         elif isinstance(event, InputTranscriptionCompleted):
-            chat._live(heard=c.heard)
+            emit(Heard(c.heard))
         elif isinstance(event, ResponseCreated):
-            chat._mark("server", "response.created")
-            self.flushed = False
+            self.mark("server", "response.created")
+            self.answer = c.response_id or ""
         elif isinstance(event, AudioDelta) and event.response_id == c.response_id:
-            if chat.state != RESPONDING:
-                chat._mark("audio-out", "first_audio")
-                chat._set_state(RESPONDING)
-            if not self.flushed:
-                chat.player.feed(event.pcm, OUTPUT_RATE)
+            emit(Audio(event.pcm, OUTPUT_RATE, self.answer))
         elif isinstance(event, (AudioTranscriptDelta, TextDelta)):
-            chat._live(text=c.text)
+            emit(Said(c.text))
             if not self.speaks:  # words lead their audio: with speech, RESPONDING waits for it
-                chat._set_state(RESPONDING)
+                emit(State(RESPONDING))
         elif isinstance(event, ResponseDone) and c.done:
-            chat._mark("server", "response.done", status=c.status)
-            self.answered(self.rt.make_turn(c, chat._new_turn_timeline()))
+            self.mark("server", "response.done", status=c.status)
+            emit(TurnDone(self.rt.make_reply(c)))
             self.collector = RealtimeTurnCollector()
 
 
 class _TakeBridge(Bridge):
     """Backends that answer one whole take at a time, in a worker thread (they block)."""
 
-    def __init__(self, chat: VoiceChat) -> None:
-        super().__init__(chat)
+    def __init__(self, emit: Emit) -> None:
+        super().__init__(emit)
         self.takes: asyncio.Queue[Clip | bytes] = asyncio.Queue()  # a recording, or a JPEG
 
     def take_ended(self, take: Clip) -> None:
         self.takes.put_nowait(take)
 
     async def run(self) -> None:
-        chat = self.chat
         while True:
             take = await self.takes.get()
-            chat._set_state(THINKING)
+            self.emit(State(THINKING))
             if isinstance(take, Clip):
-                chat._mark("client", "take", seconds=round(take.duration, 3))
+                self.mark("client", "take", seconds=round(take.duration, 3))
             else:
-                chat._mark("client", "image", bytes=len(take))
+                self.mark("client", "image", bytes=len(take))
             try:
                 turn = await self.answer(take)
             except NbToolkitError as exc:
-                self.failed(exc)
+                self.emit(Failed(exc))
                 continue
-            self.answered(turn)
+            self.emit(TurnDone(turn))
 
-    async def answer(self, take: Clip | bytes) -> Turn:
+    async def answer(self, take: Clip | bytes) -> Reply:
         raise NotImplementedError
 
 
 class _DialogView:
-    """A Dialog's hooks → the chat: answer audio to the player, states to the badge, text to the
-    live transcript, barge-ins to a player flush. The hooks run in the SDK's (or the stream's)
-    thread and hop to the chat's loop; the user's own hooks are still called."""
+    """A Dialog's events → chat events: answer audio (labelled with the answer it belongs to),
+    states, the growing transcripts, the server's barge-ins. Every method runs on the chat's loop."""
 
-    def __init__(self, chat: VoiceChat, dialog: Dialog) -> None:
-        self.chat = chat
+    def __init__(self, emit: Emit, dialog: Dialog) -> None:
+        self.emit = emit
         self.dialog = dialog
-        self.user = (
-            dialog.on_audio,
-            dialog.on_state,
-            dialog.on_text,
-            dialog.on_flush,
-            dialog.on_speech_started,
-        )
-        self.flushed = False  # the player was flushed since the current answer began
+        self.answers = 0  # the Dialog's answers so far: the label of their audio
         self.video_connected = False
 
-    def install(self) -> None:
-        chat, d = self.chat, self.dialog
-        user_audio, user_state, user_text, user_flush, user_speech = self.user
+    @property
+    def answer(self) -> str:
+        return f"dialog-{self.answers}"
 
-        def on_audio(clip: Clip) -> None:
-            chat._hop(self._audio, clip)
-            if user_audio is not None:
-                user_audio(clip)
+    def flush(self, by: str, reason: str, *, if_audible: bool = False) -> None:
+        """Drop the answer the player holds (the chat does it once per answer)."""
+        self.emit(Flush(reason, self.answer, by=by, if_audible=if_audible))
 
-        def on_state(state: str) -> None:
-            chat._hop(self._state, state)
-            if user_state is not None:
-                user_state(state)
-
-        def on_text(role: str, text: str, final: bool) -> None:
-            chat._hop(self._text, role, text)
-            if user_text is not None:
-                user_text(role, text, final)
-
-        def on_flush() -> None:
-            chat._hop(self.flush, "server_vad", "barge_in")
-            if user_flush is not None:
-                user_flush()
-
-        def on_speech_started() -> None:
-            chat._hop(self._speech_started)
-            if user_speech is not None:
-                user_speech()
-
-        d.on_audio, d.on_state, d.on_text = on_audio, on_state, on_text
-        d.on_flush, d.on_speech_started = on_flush, on_speech_started
-
-    def restore(self) -> None:
-        d = self.dialog
-        d.on_audio, d.on_state, d.on_text, d.on_flush, d.on_speech_started = self.user
-
-    def flush(self, by: str, reason: str) -> None:
-        """Drop the answer the player holds (once per answer)."""
-        if not self.flushed:
-            self.flushed = True
-            self.chat._mark("state", "barge_in", by=by)
-            self.chat._flush_player(reason)
-
-    def _speech_started(self) -> None:
-        self.chat._mark("vad", "speech_started")
+    def speech_started(self) -> None:
+        self.emit(Mark("vad", "speech_started"))
         # the server's answer may be complete while the browser still plays it: stop that too
-        if self.chat._player_audible():
-            self.flush("player", "barge_in")
+        self.flush("player", "barge_in", if_audible=True)
 
-    def _audio(self, clip: Clip) -> None:
-        if self.flushed:
-            return  # a late chunk of the answer that was just flushed
-        if self.chat.state != RESPONDING:
-            self.chat._mark("audio-out", "first_audio")
-            self.chat._set_state(RESPONDING)
-        self.chat.player.feed(clip.to_pcm(), clip.rate)
+    def audio(self, clip: Clip) -> None:
+        self.emit(Audio(clip.to_pcm(), clip.rate, self.answer))
 
-    def _state(self, state: str) -> None:
+    def state(self, state: str) -> None:
         if state == "Responding":
-            self.flushed = False  # a new answer
+            self.answers += 1  # a new answer
         mapped = _DIALOG_STATES.get(state)
-        # Listening comes back once the answer is sent, before the turn is folded: run() says so
+        # Listening comes back once the answer is sent, before the turn is folded: TurnDone says so
         if mapped is not None and mapped != LISTENING:
-            self.chat._set_state(mapped)
+            self.emit(State(mapped))
 
-    def _text(self, role: str, text: str) -> None:
-        if role == "user":
-            self.chat._live(heard=text)
-        else:
-            self.chat._live(text=text)
+    def text(self, role: str, text: str) -> None:
+        self.emit(Heard(text) if role == "user" else Said(text))
 
     async def video_frame(self, image: Any) -> bool:
         """A live frame for a ``Dialog(video=True)`` (connects the video channel first)."""
@@ -426,13 +356,12 @@ class _DialogView:
 
 
 class _DialogBridgeBase(Bridge):
-    """A Dialog in any mode: its hooks drive the chat (through a :class:`_DialogView`) while the
-    session runs, and it is opened and closed here unless the user had opened it already."""
+    """A Dialog in any mode, opened and closed here unless the user had opened it already."""
 
-    def __init__(self, chat: VoiceChat, dialog: Dialog) -> None:
-        super().__init__(chat)
+    def __init__(self, emit: Emit, dialog: Dialog) -> None:
+        super().__init__(emit)
         self.dialog = dialog
-        self.view = _DialogView(chat, dialog)
+        self.view = _DialogView(emit, dialog)
         self.opened = False
 
     @property
@@ -441,58 +370,139 @@ class _DialogBridgeBase(Bridge):
         return ledger
 
     async def open(self) -> None:
-        self.view.install()
         if self.dialog.state == "Idle":  # not opened yet
             await asyncio.to_thread(self.dialog.open)
             self.opened = True
 
     async def close(self) -> None:
-        self.view.restore()
         if self.opened:
             self.opened = False
             await asyncio.to_thread(self.dialog.close)
 
+    def flush_for_new_take(self) -> None:
+        """A new take drops the answer: at once if it still streams, else if it still plays."""
+        responding = self.dialog.state == "Responding"
+        self.view.flush("record", "record", if_audible=not responding)
+
+    async def frame(self, image: Any) -> bool:
+        if self.dialog.video:
+            return await self.view.video_frame(image)
+        return await self.ask_about(to_jpeg(image))
+
+    async def ask_about(self, jpeg: bytes) -> bool:
+        raise NotImplementedError
+
 
 class _DialogBridge(_DialogBridgeBase, _TakeBridge):
-    """push2talk: each take is one ``Dialog.say``; a picture is one ``ask_about_image``."""
+    """push2talk: each take is one ``Dialog.stream(take)``, whose events drive the chat; a
+    picture is one ``stream(text=…, images=[…])``."""
 
-    def __init__(self, chat: VoiceChat, dialog: Dialog) -> None:
-        super().__init__(chat, dialog)
+    def __init__(self, emit: Emit, dialog: Dialog) -> None:
+        super().__init__(emit, dialog)
         self.notice = (
             "Dialog · push to talk: your recording is the whole question; "
             "record over an answer to interrupt it"
         )
 
     def take_started(self) -> None:
-        if self.dialog.state == "Responding" or self.chat._player_audible():
-            self.view.flush("record", "record")
-            if self.dialog.state == "Responding":
-                self.dialog.interrupt()
+        self.flush_for_new_take()
+        if self.dialog.state == "Responding":
+            self.dialog.interrupt()
 
-    async def frame(self, image: Any) -> bool:
-        if self.dialog.video:
-            return await self.view.video_frame(image)
-        self.takes.put_nowait(to_jpeg(image))
+    async def ask_about(self, jpeg: bytes) -> bool:
+        self.takes.put_nowait(jpeg)
         return True
 
-    async def answer(self, take: Clip | bytes) -> Turn:
+    async def answer(self, take: Clip | bytes) -> Reply:
         if isinstance(take, Clip):
-            turn = await asyncio.to_thread(self.dialog.say, take)
+            stream = self.dialog.stream(take)
         else:
-            turn = await asyncio.to_thread(self.dialog.ask_about_image, take, VISUAL_QUESTION)
-        self.chat._new_turn_timeline()
-        return turn
+            stream = self.dialog.stream(text=VISUAL_QUESTION, images=[take])
+        said = ""
+        async for event in stream:
+            if isinstance(event, answer_events.StateChanged):
+                self.view.state(event.state)
+            elif isinstance(event, answer_events.SpeechStarted):
+                self.view.speech_started()
+            elif isinstance(event, answer_events.Heard):
+                self.emit(Heard(event.text))
+            elif isinstance(event, answer_events.TextDelta):
+                said += event.delta
+                self.emit(Said(said))
+            elif isinstance(event, answer_events.AudioDelta):
+                self.view.audio(event.audio)
+        assert stream.reply is not None  # the stream ends with Done, or raises
+        return stream.reply
 
 
-class _DialogStreamBridge(_DialogBridgeBase):
-    """duplex / tap2talk: one :class:`DialogStream` for the session. Chunks (and SendSpeech, the
+class _DialogHooks:
+    """A live Dialog reports audio, states, transcripts and barge-ins only through its single
+    ``on_…`` hooks (in the SDK's or the live session's thread): while the chat runs these are
+    chained in front of the user's own (still called) and hop to the chat's loop; then put back."""
+
+    def __init__(self, dialog: Dialog, view: _DialogView) -> None:
+        self.dialog = dialog
+        self.view = view
+        self.user = (
+            dialog.on_audio,
+            dialog.on_state,
+            dialog.on_text,
+            dialog.on_flush,
+            dialog.on_speech_started,
+        )
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        d, view = self.dialog, self.view
+        user_audio, user_state, user_text, user_flush, user_speech = self.user
+
+        def hop(fn: Callable[..., None], *args: Any) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(fn, *args)
+
+        def on_audio(clip: Clip) -> None:
+            hop(view.audio, clip)
+            if user_audio is not None:
+                user_audio(clip)
+
+        def on_state(state: str) -> None:
+            hop(view.state, state)
+            if user_state is not None:
+                user_state(state)
+
+        def on_text(role: str, text: str, final: bool) -> None:
+            hop(view.text, role, text)
+            if user_text is not None:
+                user_text(role, text, final)
+
+        def on_flush() -> None:
+            hop(view.flush, "server_vad", "barge_in")
+            if user_flush is not None:
+                user_flush()
+
+        def on_speech_started() -> None:
+            hop(view.speech_started)
+            if user_speech is not None:
+                user_speech()
+
+        d.on_audio, d.on_state, d.on_text = on_audio, on_state, on_text
+        d.on_flush, d.on_speech_started = on_flush, on_speech_started
+
+    def restore(self) -> None:
+        d = self.dialog
+        d.on_audio, d.on_state, d.on_text, d.on_flush, d.on_speech_started = self.user
+
+
+class _DialogLiveBridge(_DialogBridgeBase):
+    """duplex / tap2talk: one :class:`DialogLive` for the session. Chunks (and SendSpeech, the
     end-of-take check, pictures) go out in order from one sender task; finished turns come back
-    from the stream's thread."""
+    from the live session's thread."""
 
-    def __init__(self, chat: VoiceChat, dialog: Dialog) -> None:
-        super().__init__(chat, dialog)
-        self.stream: DialogStream | None = None
-        self.outbox: asyncio.Queue[Callable[[DialogStream], None]] = asyncio.Queue()
+    def __init__(self, emit: Emit, dialog: Dialog) -> None:
+        super().__init__(emit, dialog)
+        self.hooks = _DialogHooks(dialog, self.view)
+        self.live: DialogLive | None = None
+        self.outbox: asyncio.Queue[Callable[[DialogLive], None]] = asyncio.Queue()
         self.notice = (
             "Dialog · duplex: the server hears where each question ends; "
             "speak over an answer to interrupt it"
@@ -502,59 +512,56 @@ class _DialogStreamBridge(_DialogBridgeBase):
         )
 
     async def open(self) -> None:
+        self.hooks.install()
         await super().open()
-        self.stream = await asyncio.to_thread(self.dialog.stream)
+        self.live = await asyncio.to_thread(self.dialog.live)
 
     async def close(self) -> None:
-        stream, self.stream = self.stream, None
-        if stream is not None:
-            await asyncio.to_thread(stream.close)
+        live, self.live = self.live, None
+        if live is not None:
+            await asyncio.to_thread(live.close)
+        self.hooks.restore()
         await super().close()
 
     def take_started(self) -> None:
         if self.dialog.mode == "tap2talk":
             # SendSpeech makes the server drop its answer; the player drops what it holds now
-            if self.dialog.state == "Responding" or self.chat._player_audible():
-                self.view.flush("record", "record")
-            self.outbox.put_nowait(DialogStream.start_speech)
+            self.flush_for_new_take()
+            self.outbox.put_nowait(DialogLive.start_speech)
 
     def chunk(self, pcm: bytes) -> None:
-        self.outbox.put_nowait(lambda stream: stream.send_audio(pcm))
+        self.outbox.put_nowait(lambda live: live.send_audio(pcm))
 
     def take_ended(self, take: Clip) -> None:
-        self.outbox.put_nowait(DialogStream.end_of_input)
+        self.outbox.put_nowait(DialogLive.end_of_input)
 
-    async def frame(self, image: Any) -> bool:
-        if self.dialog.video:
-            return await self.view.video_frame(image)
-        jpeg = to_jpeg(image)
-        self.chat._set_state(THINKING)
-        self.outbox.put_nowait(lambda stream: stream.ask(VISUAL_QUESTION, image=jpeg))
+    async def ask_about(self, jpeg: bytes) -> bool:
+        self.emit(State(THINKING))
+        self.outbox.put_nowait(lambda live: live.ask(VISUAL_QUESTION, image=jpeg))
         return True
 
-    async def _send_loop(self, stream: DialogStream) -> None:
+    async def _send_loop(self, live: DialogLive) -> None:
         while True:
             send = await self.outbox.get()
             try:
-                await asyncio.to_thread(send, stream)
-            except NbToolkitError as exc:  # a lost stream: its next_turn() says why
-                log.debug("dialog stream send failed: %s", exc)
+                await asyncio.to_thread(send, live)
+            except NbToolkitError as exc:  # a lost session: its next_turn() says why
+                log.debug("dialog live send failed: %s", exc)
 
     async def run(self) -> None:
-        chat, stream = self.chat, self.stream
-        assert stream is not None
-        sender = asyncio.create_task(self._send_loop(stream), name="voice-chat-dialog-send")
+        live = self.live
+        assert live is not None
+        sender = asyncio.create_task(self._send_loop(live), name="voice-chat-dialog-send")
         try:
             while True:
                 try:
-                    turn = await asyncio.to_thread(stream.next_turn, math.inf)
+                    turn = await asyncio.to_thread(live.next_turn, math.inf)
                 except NbToolkitError as exc:
-                    if stream.closed:
+                    if live.closed:
                         raise  # the connection is gone: the session ends
-                    self.failed(exc)  # no speech heard, an Error event
+                    self.emit(Failed(exc))  # no speech heard, an Error event
                     continue
-                chat._new_turn_timeline()
-                self.answered(turn)
+                self.emit(TurnDone(turn))
         finally:
             sender.cancel()
             await asyncio.wait([sender])
@@ -563,8 +570,8 @@ class _DialogStreamBridge(_DialogBridgeBase):
 class _QwenAudioBridge(_TakeBridge):
     """Each take is one ``QwenAudio.ask(audio=take)``: a text answer, optionally read aloud."""
 
-    def __init__(self, chat: VoiceChat, qa: QwenAudio, tts: bool) -> None:
-        super().__init__(chat)
+    def __init__(self, emit: Emit, qa: QwenAudio, tts: bool) -> None:
+        super().__init__(emit)
         self.qa = qa
         self.tts = tts
         self.engine: Any = None
@@ -580,25 +587,15 @@ class _QwenAudioBridge(_TakeBridge):
     def ledger(self) -> Ledger:
         return self.qa.ledger
 
-    async def answer(self, take: Clip | bytes) -> Turn:
+    async def answer(self, take: Clip | bytes) -> Reply:
         assert isinstance(take, Clip)  # frame() refuses pictures
         reply = await asyncio.to_thread(self.qa.ask, audio=take)
-        self.chat._live(text=reply.text)
+        self.emit(Said(reply.text))
         spoken = None
         if self.tts and reply.text.strip():
             spoken = await asyncio.to_thread(self._speak, reply.text)
-            self.chat._set_state(RESPONDING)
-            self.chat.player.feed(spoken.to_pcm(), spoken.rate)
-        return Turn(
-            heard="",
-            text=reply.text,
-            audio=spoken,
-            usage=reply.usage,
-            timeline=self.chat._new_turn_timeline(),
-            request_id=reply.request_id,
-            model=reply.model,
-            local=reply.local,
-        )
+            self.emit(Audio(spoken.to_pcm(), spoken.rate, reply.request_id or ""))
+        return dataclasses.replace(reply, audio=spoken)
 
     def _speak(self, text: str) -> Clip:
         if self.engine is None:

@@ -3,12 +3,18 @@
 The one bridge between :mod:`nbtoolkit.widgets` and :mod:`nbtoolkit.backends`: this module holds
 the widget, and its private helper :mod:`nbtoolkit._voice_chat_bridges` the backend adapters.
 
+Data flows one way: the Recorder's take events (:meth:`Recorder.events
+<nbtoolkit.widgets.Recorder.events>`: take started, chunks, take ended with the whole take) →
+the chat → its bridge → the backend → the bridge → :mod:`nbtoolkit.voice_chat_events` (state,
+heard, said, audio, flush, turn, failed, timeline marks) → :meth:`VoiceChat.apply`, which renders
+each on the badge, transcript, player and timeline. The bridge never touches the chat.
+
 Unless comms go over a kernel subshell, ipykernel handles no widget message while a cell runs, so
 :meth:`VoiceChat.start` runs the session as a background task on the kernel's event loop and
-returns at once; microphone chunks, backend events and the SDK's thread callbacks all meet on that
-loop before anything touches a widget. Callbacks from other threads (the SDK's, and widget
-handlers, which JupyterLab ≥ 4.4 with ipykernel 7 runs on a subshell thread) hop there with
-``loop.call_soon_threadsafe``.
+returns at once; take events, backend events and the SDK's thread callbacks all meet on that
+loop before anything touches a widget. What comes from other threads (the SDK's callbacks, and
+widget handlers, which JupyterLab ≥ 4.4 with ipykernel 7 runs on a subshell thread) hops there
+with ``loop.call_soon_threadsafe``.
 
 One bridge class per backend family (in :mod:`nbtoolkit._voice_chat_bridges`) turns recorder
 takes/chunks into backend calls and backend events into player audio, turns and dialog states:
@@ -17,13 +23,13 @@ takes/chunks into backend calls and backend events into player audio, turns and 
   server finds the turns; speech over an answer cancels it and flushes the player. Without VAD
   (push-to-talk) the end of a take commits and asks for the answer; a new take cancels one playing.
 * :class:`~nbtoolkit.backends.dialog.Dialog` in duplex or tap2talk — one
-  :class:`~nbtoolkit.backends.dialog.DialogStream` for the session: chunks stream as they arrive
-  (zero frames while the microphone is off), the server's VAD finds the turns, and speech over an
-  answer (duplex) or a new take (tap2talk) cancels it and flushes the player. A take in which the
-  server heard no speech is reported as a failure.
-* :class:`~nbtoolkit.backends.dialog.Dialog` in push2talk — each take is one ``say()`` bracketed
-  by SendSpeech/StopSpeech; a take started while the answer plays interrupts it (RequestToSpeak)
-  and flushes the player.
+  :class:`~nbtoolkit.backends.dialog_live.DialogLive` (``Dialog.live()``) for the session: chunks
+  stream as they arrive (zero frames while the microphone is off), the server's VAD finds the
+  turns, and speech over an answer (duplex) or a new take (tap2talk) cancels it and flushes the
+  player. A take in which the server heard no speech is reported as a failure.
+* :class:`~nbtoolkit.backends.dialog.Dialog` in push2talk — each take is one ``stream(take)``
+  (the events of ``ask(take)``) bracketed by SendSpeech/StopSpeech; a take started while the
+  answer plays interrupts it (RequestToSpeak) and flushes the player.
 * :class:`~nbtoolkit.backends.qwen_audio.QwenAudio` — each take is one ``ask(audio=…)``; the answer
   is text. ``tts=True`` reads it aloud with the offline engine's eSpeak voice (and the UI says so).
 
@@ -36,6 +42,7 @@ picture at once. At most 2 frames a second are sent; sooner ones are dropped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import logging
 import time
@@ -46,24 +53,31 @@ import ipywidgets
 import traitlets
 
 from nbtoolkit import pricing
-from nbtoolkit._voice_chat_bridges import (
+from nbtoolkit._voice_chat_bridges import FRAME_INTERVAL, Backend, bridge_for
+from nbtoolkit.audio.clip import Clip
+from nbtoolkit.config import scrub_secrets
+from nbtoolkit.errors import AudioError, ConfigError, ConnectionLost, NbToolkitError
+from nbtoolkit.ledger import LedgerEntry, LedgerSummary
+from nbtoolkit.results import Reply, Timeline
+from nbtoolkit.voice_chat_events import (
     ERROR,
     IDLE,
     LISTENING,
     RESPONDING,
     STOPPED,
     THINKING,
-    Backend,
-    bridge_for,
+    Audio,
+    ChatEvent,
+    Failed,
+    Flush,
+    Heard,
+    Mark,
+    Said,
+    State,
+    TurnDone,
 )
-from nbtoolkit.audio.clip import Clip
-from nbtoolkit.backends.dialog import FRAME_INTERVAL
-from nbtoolkit.config import scrub_secrets
-from nbtoolkit.errors import AudioError, ConfigError, ConnectionLost, NbToolkitError
-from nbtoolkit.ledger import LedgerEntry, LedgerSummary
-from nbtoolkit.results import Timeline, Turn
 from nbtoolkit.widgets.player import Player
-from nbtoolkit.widgets.recorder import RATE, Recorder, is_headless
+from nbtoolkit.widgets.recorder import Chunk, Recorder, TakeEvents, TakeStarted, is_headless
 
 __all__ = ["IDLE", "LISTENING", "RESPONDING", "STOPPED", "THINKING", "VoiceChat"]
 
@@ -133,18 +147,18 @@ class VoiceChat(ipywidgets.VBox):
         self.recorder = recorder
         self.player = player if player is not None else Player()
         #: Finished turns (answered, cancelled or failed), oldest first.
-        self.turns: list[Turn] = []
+        self.turns: list[Reply] = []
         #: Everything the chat saw and did: VAD, answers, barge-ins, player flushes.
         self.timeline = Timeline()
         #: Why the session ended, if it failed.
         self.error: BaseException | None = None
         #: Turns that failed without ending the session (shown on the badge), oldest first.
         self.failures: list[BaseException] = []
-        self._bridge = bridge_for(self, backend, tts)
+        self._bridge = bridge_for(backend, tts, self.apply)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._changed: asyncio.Event | None = None
-        self._take: bytearray | None = None
+        self._flushed_answer: str | None = None  # the answer the player was last flushed for
         self._live_heard = ""
         self._live_text = ""
         self._turn_tl = Timeline()
@@ -163,8 +177,6 @@ class VoiceChat(ipywidgets.VBox):
             [header, self._notice, self.recorder, self.player, self._transcript], **kwargs
         )
         self.add_class("nbtk-voicechat")
-        self.recorder.on_chunk(self._on_chunk)
-        self.recorder.observe(self._on_recorder_status, names="status")
         self.recorder.on_snapshot(self._on_snapshot)
         self._render_state("")
         self._render_usage()
@@ -266,7 +278,7 @@ class VoiceChat(ipywidgets.VBox):
         await self.send_frame(jpeg)
         return jpeg
 
-    async def wait_turns(self, n: int = 1, timeout: float = 60.0) -> list[Turn]:
+    async def wait_turns(self, n: int = 1, timeout: float = 60.0) -> list[Reply]:
         """Wait until ``n`` turns have finished (at most ``timeout`` seconds); returns them.
 
         Raises what went wrong if the session fails or a take fails meanwhile, and
@@ -279,14 +291,55 @@ class VoiceChat(ipywidgets.VBox):
         """Wait until the dialog state is ``state`` (at most ``timeout`` seconds)."""
         await self._wait(lambda: self.state == state, timeout, f"state {state}")
 
+    def apply(self, event: ChatEvent) -> None:
+        """Render one event from the bridge on the badge, transcript, player and timeline.
+
+        Call it on the session's event loop (the bridges do); see :mod:`nbtoolkit.voice_chat_events`.
+        """
+        if isinstance(event, Mark):
+            self._mark(event.lane, event.name, **event.detail)
+        elif isinstance(event, State):
+            self._set_state(event.state, event.detail)
+        elif isinstance(event, Heard):
+            self._live_heard = event.text
+            self._render_transcript()
+        elif isinstance(event, Said):
+            self._live_text = event.text
+            self._render_transcript()
+        elif isinstance(event, Audio):
+            if event.answer == self._flushed_answer:
+                return  # a late piece of the answer that was just flushed
+            if self.state != RESPONDING:
+                self._mark("audio-out", "first_audio")
+                self._set_state(RESPONDING)
+            self.player.feed(event.pcm, event.rate)
+        elif isinstance(event, Flush):
+            self._flush(event)
+        elif isinstance(event, TurnDone):
+            self.player.finish()  # the answer is complete: the player may run dry now
+            marks, self._turn_tl = self._turn_tl, Timeline()
+            turn = event.turn
+            if not len(turn.timeline):
+                turn = dataclasses.replace(turn, timeline=marks)
+            self._add_turn(turn)
+            self._set_state(LISTENING)
+        elif isinstance(event, Failed):
+            # keep what arrived, say why on the badge, and listen again
+            self.failures.append(event.error)
+            partial = getattr(event.error, "partial", None)
+            if isinstance(partial, Reply):
+                self._add_turn(partial)
+            self._set_state(LISTENING, str(event.error))
+
     # ------------------------------------------------------------------ the session task
     async def _run(self) -> None:
+        feed = self.recorder.events()  # from now: the first take cannot start before this
         try:
             await self._bridge.open()
             self._set_state(LISTENING)
             if self.recorder.source is not None:
                 self.recorder.start()
-            await self._bridge.run()
+            await self._serve(feed)
         except asyncio.CancelledError:
             self._set_state(STOPPED)
             raise
@@ -295,11 +348,37 @@ class VoiceChat(ipywidgets.VBox):
             self.error = exc
             self._set_state(ERROR, str(exc))
         finally:
+            feed.close()
             try:
                 await self._bridge.close()
             except Exception as exc:  # closing a broken session: nothing left to save
                 log.debug("VoiceChat close failed: %s", exc)
             self._poke()
+
+    async def _serve(self, feed: TakeEvents) -> None:
+        """Pump the takes into the bridge while it serves the backend; the first to fail ends
+        the session."""
+        pump = asyncio.create_task(self._pump(feed), name="voice-chat-takes")
+        serve = asyncio.create_task(self._bridge.run(), name="voice-chat-bridge")
+        try:
+            done, _ = await asyncio.wait([pump, serve], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, serve):
+                task.cancel()
+            await asyncio.wait([pump, serve])
+        for task in done:
+            if (exc := task.exception()) is not None:
+                raise exc
+
+    async def _pump(self, feed: TakeEvents) -> None:
+        """Recorder → bridge: each take's start, chunks and end (with the whole take), in order."""
+        async for event in feed:
+            if isinstance(event, TakeStarted):
+                self._bridge.take_started()
+            elif isinstance(event, Chunk):
+                self._bridge.chunk(event.pcm)
+            elif event.clip is not None:
+                self._bridge.take_ended(event.clip)
 
     async def _wait(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         if self._changed is None:
@@ -334,24 +413,12 @@ class VoiceChat(ipywidgets.VBox):
         if self._changed is not None:
             self._changed.set()
 
-    # ------------------------------------------------------------------ recorder → bridge
-    def _hop(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the session's loop (from any thread), if a session runs."""
+    # ------------------------------------------------------------------ camera → bridge
+    def _on_snapshot(self, jpeg: bytes) -> None:
+        # a widget handler, maybe on a subshell thread: hop to the session's loop, if one runs
         loop = self._loop
         if loop is not None and self.running and not loop.is_closed():
-            loop.call_soon_threadsafe(fn, *args)
-
-    def _on_chunk(self, pcm: bytes) -> None:
-        self._hop(self._chunk, pcm)
-
-    def _on_recorder_status(self, change: dict[str, Any]) -> None:
-        if change["new"] == "recording":
-            self._hop(self._take_started)
-        elif change["new"] in ("stopped", "error", "idle"):
-            self._hop(self._take_ended)
-
-    def _on_snapshot(self, jpeg: bytes) -> None:
-        self._hop(self._snapshot_pressed, jpeg)
+            loop.call_soon_threadsafe(self._snapshot_pressed, jpeg)
 
     def _snapshot_pressed(self, jpeg: bytes) -> None:
         async def send() -> None:
@@ -366,30 +433,10 @@ class VoiceChat(ipywidgets.VBox):
         self._frame_tasks.add(task)
         task.add_done_callback(self._frame_tasks.discard)
 
-    def _take_started(self) -> None:
-        if self._take is None:
-            self._take = bytearray()
-            self._bridge.take_started()
-
-    def _chunk(self, pcm: bytes) -> None:
-        self._take_started()  # a chunk may overtake the status change that opens its take
-        assert self._take is not None
-        self._take += pcm
-        self._bridge.chunk(pcm)
-
-    def _take_ended(self) -> None:
-        take, self._take = self._take, None
-        if take:
-            self._bridge.take_ended(Clip.from_pcm(bytes(take), RATE))
-
-    # ------------------------------------------------------------------ bridge → widgets
+    # ------------------------------------------------------------------ rendering
     def _mark(self, lane: str, name: str, **detail: Any) -> None:
         self.timeline.mark(lane, name, **detail)
         self._turn_tl.mark(lane, name, **detail)
-
-    def _new_turn_timeline(self) -> Timeline:
-        timeline, self._turn_tl = self._turn_tl, Timeline()
-        return timeline
 
     def _set_state(self, state: str, detail: str = "") -> None:
         if state != self.state:
@@ -398,23 +445,20 @@ class VoiceChat(ipywidgets.VBox):
         self._render_state(detail)
         self._poke()
 
-    def _player_audible(self) -> bool:
-        """The browser still plays (or holds) answer audio; headless players never do."""
-        return bool(self.player.playing or self.player.buffered_ms > 0)
-
-    def _flush_player(self, reason: str) -> None:
-        self._mark("client", "player.flush", reason=reason)
+    def _flush(self, event: Flush) -> None:
+        if event.answer == self._flushed_answer:
+            return  # one barge-in, one flush: this answer is gone already
+        # the browser still plays (or holds) answer audio? headless players never do
+        if event.if_audible and not (self.player.playing or self.player.buffered_ms > 0):
+            return
+        self._flushed_answer = event.answer
+        if event.by:
+            self._mark("state", "barge_in", by=event.by)
+        self._mark("client", "player.flush", reason=event.reason)
         self.player.flush()
         self._poke()
 
-    def _live(self, heard: str | None = None, text: str | None = None) -> None:
-        if heard is not None:
-            self._live_heard = heard
-        if text is not None:
-            self._live_text = text
-        self._render_transcript()
-
-    def _add_turn(self, turn: Turn) -> None:
+    def _add_turn(self, turn: Reply) -> None:
         self.turns.append(turn)
         self._live_heard = self._live_text = ""
         self._render_transcript()
