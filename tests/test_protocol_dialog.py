@@ -21,7 +21,7 @@ from dashscope.multimodal.multimodal_request_params import (
     Upstream,
 )
 
-from nbtoolkit.errors import AuthError, ProtocolError, RateLimited, ServerError
+from nbtoolkit.errors import ProtocolError
 from nbtoolkit.protocols.dialog import (
     Close,
     DetectSpeech,
@@ -34,7 +34,6 @@ from nbtoolkit.protocols.dialog import (
     Speak,
     StopSpeaking,
     Transcribe,
-    error_class,
     parse_client_message,
 )
 
@@ -412,23 +411,6 @@ def test_turn_collector_reads_commands_and_marks_interrupted_turns_cancelled() -
     c.event("RespondingEnded")
     c.event("DialogStateChanged", {"state": "Listening"})
     assert c.done and c.status == "cancelled"
-
-
-@pytest.mark.parametrize(
-    ("code", "status", "cls"),
-    [
-        ("InvalidApiKey", None, AuthError),
-        (None, 1008, AuthError),
-        ("Throttling.RateQuota", 429, RateLimited),
-        ("InternalError", None, ServerError),
-        (None, 1011, ServerError),
-        ("InvalidParameter", None, ProtocolError),
-    ],
-)
-def test_error_codes_map_to_the_error_hierarchy(
-    code: str | None, status: int | None, cls: type
-) -> None:
-    assert error_class(code, status) is cls
 
 
 def test_reset_detector_is_only_for_tap2talk() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from nbtoolkit.config import Endpoints
 from nbtoolkit.errors import BackendError, ConnectionLost, ProtocolError
-from nbtoolkit.protocols.conversation import error_for, status_for_code
+from nbtoolkit.protocols.errors import error_for, status_for_code
 
 __all__ = ["CONNECT_FAILED", "TIMED_OUT", "conversation_call", "translate", "upload_file"]
 
@@ -106,7 +106,9 @@ def translate(
         said = _POLICY_REFUSED.search(str(exc))
         status = status_for_code(said.group(1)) if said else None
         if said and status is not None:
-            return error_for(status, said.group(1), said.group(2), local=local)
+            return error_for(
+                status, said.group(1), said.group(2), where=f"Uploading to {where}", local=local
+            )
         return ProtocolError(
             f"Uploading the audio to {where} failed: {exc}",
             "check that the file is an audio file under 10 MB, then try again",

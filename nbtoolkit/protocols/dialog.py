@@ -25,13 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbtoolkit.errors import (
-    AuthError,
-    BackendError,
-    ProtocolError,
-    RateLimited,
-    ServerError,
-)
+from nbtoolkit.errors import ProtocolError
+from nbtoolkit.protocols.errors import code_for_status
 
 __all__ = [
     "INPUT_RATE",
@@ -52,7 +47,6 @@ __all__ = [
     "StartOptions",
     "StopSpeaking",
     "Transcribe",
-    "error_class",
     "error_for_status",
     "parse_client_message",
     "result_frame",
@@ -243,38 +237,10 @@ def task_failed(task_id: str, code: str, message: str, status: int | None = None
     return {"header": header, "payload": {}}
 
 
-_STATUS_CODES = {
-    400: "InvalidParameter",
-    401: "InvalidApiKey",
-    403: "AccessDenied",
-    429: "Throttling.RateQuota",
-    500: "InternalError",
-    502: "InternalError",
-    503: "ServiceUnavailable",
-    504: "RequestTimeOut",
-}
-
-
 def error_for_status(status: int) -> tuple[str, str]:
     """DashScope's ``(error_code, error_message)`` for an HTTP-like status."""
-    code = _STATUS_CODES.get(status, "InternalError" if status >= 500 else "InvalidParameter")
+    code = code_for_status(status)
     return code, f"{code} (status {status})"
-
-
-def error_class(code: str | None, status: int | None = None) -> type[BackendError]:
-    """The nbtoolkit error for a DashScope ``error_code`` / status / WebSocket close code."""
-    code = code or ""
-    if status in (401, 403, 1008) or code in ("InvalidApiKey", "AccessDenied"):
-        return AuthError
-    if status == 429 or code.startswith("Throttling"):
-        return RateLimited
-    if (status is not None and (500 <= status < 600 or status == 1011)) or code in (
-        "InternalError",
-        "ServiceUnavailable",
-        "RequestTimeOut",
-    ):
-        return ServerError
-    return ProtocolError
 
 
 def usage_payload(
