@@ -14,7 +14,7 @@ from nbtoolkit.audio import Clip
 from nbtoolkit.local.engine import Engine
 from nbtoolkit.local.engine.describe import colour_name, loudness_word
 from nbtoolkit.local.engine.responder import number_to_words, solve_arithmetic
-from nbtoolkit.local.engine.usage import audio_tokens, image_tokens, text_tokens
+from nbtoolkit.protocols.tokens import audio_tokens, image_tokens, text_tokens
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +82,10 @@ def test_chinese_arithmetic_is_answered_in_chinese(engine: Engine) -> None:
     assert engine.respond("七除以零").text == "七除以零没有答案：不能除以零。"
 
 
-def test_other_chinese_is_echoed_honestly(engine: Engine) -> None:
+def test_an_open_chinese_question_is_declined_in_chinese_not_echoed(engine: Engine) -> None:
     reply = engine.respond("今天天气怎么样")
-    assert (reply.text, reply.kind) == ("你说：“今天天气怎么样”。", "echo")
+    assert (reply.kind, reply.lang) == ("unsupported", "zh")
+    assert "今天天气" not in reply.text and "无法回答开放式问题" in reply.text
     assert "离线引擎" in engine.respond("你好").text
 
 
@@ -247,13 +248,19 @@ def test_a_greeting_says_it_is_the_offline_engine(engine: Engine) -> None:
     assert "offline engine" in reply.text and "not the cloud model" in reply.text
 
 
-def test_anything_else_is_echoed(engine: Engine) -> None:
-    reply = engine.respond("the birch canoe slid on the smooth planks")
-    assert (reply.text, reply.kind, reply.commands) == (
-        'You said: "the birch canoe slid on the smooth planks".',
-        "echo",
-        [],
-    )
+def test_an_open_question_is_declined_honestly_not_echoed(engine: Engine) -> None:
+    # it used to answer 'You said: "…".', as if repeating the question were an answer
+    reply = engine.respond("tell me about this company")
+    assert (reply.kind, reply.lang, reply.commands) == ("unsupported", "en", [])
+    assert "company" not in reply.text
+    assert reply.text.startswith("I cannot answer that: I am the offline engine of nbtoolkit")
+    assert "spoken arithmetic" in reply.text
+
+
+def test_an_open_question_in_voice_chat_says_which_words_were_heard(engine: Engine) -> None:
+    reply = engine.respond("what time is it", audio=Clip.silence(1.0), spoken=True)
+    assert reply.kind == "unsupported"
+    assert reply.text.startswith('I heard: "what time is it". I cannot answer that')
 
 
 def test_history_does_not_change_the_answer(engine: Engine) -> None:

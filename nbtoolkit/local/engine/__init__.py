@@ -36,7 +36,7 @@ class Engine:
     def __init__(self, asr: Mode = "auto", *, grammar: str | None = None) -> None:
         self.recognizer = Recognizer(asr, grammar=grammar)
         self.tts = Tts()
-        self.responder = Responder(self._transcribe_clip)
+        self.responder = Responder(self._recognize_clip)
 
     @property
     def asr_mode(self) -> str:
@@ -81,9 +81,15 @@ class Engine:
         audio: Any = None,
         images: Sequence[bytes] = (),
         history: Sequence[tuple[str, str]] = (),
+        context: str = "",
+        spoken: bool = False,
     ) -> EngineReply:
-        """The engine's answer to one turn (rules in :mod:`nbtoolkit.local.engine.responder`)."""
-        return self.responder.respond(text, audio=audio, images=images, history=history)
+        """The engine's answer to one turn (rules in :mod:`nbtoolkit.local.engine.responder`), in
+        the language of the question (``context``, e.g. Omni instructions, and ``history`` pick it
+        when the turn has no words of its own; ``spoken``: ``text`` is the transcript of ``audio``)."""
+        return self.responder.respond(
+            text, audio=audio, images=images, history=history, context=context, spoken=spoken
+        )
 
-    def _transcribe_clip(self, clip: Any) -> str:
-        return self.recognizer.transcribe(clip.samples, clip.rate)
+    def _recognize_clip(self, clip: Any) -> AsrResult:
+        return self.recognizer.recognize(clip.samples, clip.rate)

@@ -15,6 +15,10 @@ Images (:func:`image_facts`, :func:`describe_image`): size, brightness, and the 
 The picture is shrunk to at most 96×96 and every pixel is named by hue/saturation/value rules
 (:func:`colour_name`: black, grey, white, red, orange, yellow, green, cyan, blue, purple, pink,
 brown); colours covering at least 8 % of the pixels are reported, largest first, with their share.
+
+Every description is worded in English (``lang="en"``, the default) or Chinese (``lang="zh"``): the
+same facts, the words from :data:`ZH_WORDS` (the offline engine answers in the language of the
+question).
 """
 
 from __future__ import annotations
@@ -38,6 +42,32 @@ __all__ = [
     "image_facts",
     "loudness_word",
 ]
+
+#: Chinese for every word a description uses (loudness, colours, brightness).
+ZH_WORDS = {
+    "silent": "无声",
+    "very quiet": "非常安静",
+    "quiet": "安静",
+    "moderately loud": "音量适中",
+    "loud": "响亮",
+    "very loud": "非常响亮",
+    "black": "黑色",
+    "grey": "灰色",
+    "white": "白色",
+    "red": "红色",
+    "brown": "棕色",
+    "orange": "橙色",
+    "yellow": "黄色",
+    "olive": "橄榄色",
+    "green": "绿色",
+    "cyan": "青色",
+    "blue": "蓝色",
+    "purple": "紫色",
+    "pink": "粉色",
+    "dark": "偏暗",
+    "medium bright": "亮度中等",
+    "bright": "明亮",
+}
 
 #: (upper bound in dBFS, word), checked in order.
 LOUDNESS_WORDS = (
@@ -113,9 +143,15 @@ def audio_facts(clip: Any) -> AudioFacts:
     )
 
 
-def describe_audio(clip: Any, transcribe: Callable[[Any], str] | None = None) -> str:
-    """One or two sentences describing the clip (and its words, given ``transcribe``)."""
+def describe_audio(
+    clip: Any, transcribe: Callable[[Any], str] | None = None, lang: str = "en"
+) -> str:
+    """One or two sentences describing the clip (and its words, given ``transcribe``), in English
+    or (``lang="zh"``) Chinese. ``transcribe`` returning "" means the words could not be made out."""
     f = audio_facts(clip)
+    words = transcribe(clip).strip() if f.is_speech and transcribe is not None else None
+    if lang == "zh":
+        return _describe_audio_zh(f, words)
     level = "digital silence" if f.dbfs == float("-inf") else f"{f.dbfs:.0f} dBFS"
     text = f"The clip is {f.seconds:.1f} seconds long and {f.loudness} ({level})."
     if f.pitch_hz:
@@ -124,10 +160,29 @@ def describe_audio(clip: Any, transcribe: Callable[[Any], str] | None = None) ->
         text += f" It contains speech ({f.speech_share:.0%} of it)."
     elif f.loudness != "silent":
         text += " It does not sound like speech."
-    if f.is_speech and transcribe is not None:
-        words = transcribe(clip).strip()
+    if words is not None:
         text += (
-            f' The words sound like: "{words}".' if words else " I could not make out the words."
+            f' The words sound like: "{words}".'
+            if words
+            else " I could not make out the words: the offline engine recognises English speech only."
+        )
+    return text
+
+
+def _describe_audio_zh(f: AudioFacts, words: str | None) -> str:
+    level = "数字静音" if f.dbfs == float("-inf") else f"{f.dbfs:.0f} dBFS"
+    text = f"这段音频长 {f.seconds:.1f} 秒，{ZH_WORDS[f.loudness]}（{level}）。"
+    if f.pitch_hz:
+        text += f"主要音高约 {f.pitch_hz:.0f} 赫兹。"
+    if f.is_speech:
+        text += f"其中有语音（占 {f.speech_share:.0%}）。"
+    elif f.loudness != "silent":
+        text += "听起来不是语音。"
+    if words is not None:
+        text += (
+            f"说的话听起来是：“{words}”。"
+            if words
+            else "我听不出说的是什么：离线引擎只能识别英语语音。"
         )
     return text
 
@@ -210,28 +265,34 @@ def image_facts(data: bytes) -> ImageFacts:
     return ImageFacts(width, height, float(v.mean()), colours)
 
 
-def describe_image(data: bytes) -> str:
-    """One sentence describing an image, or why it could not be read."""
+def describe_image(data: bytes, lang: str = "en") -> str:
+    """One sentence describing an image, or why it could not be read (``lang``: "en" or "zh")."""
     try:
         f = image_facts(data)
     except Exception as e:  # not an image Pillow can read
+        if lang == "zh":
+            return f"我无法读取这张图片（{type(e).__name__}）。"
         return f"I could not read the image ({type(e).__name__})."
-    return (
-        f"A {f.width}×{f.height} picture, {_brightness(f.brightness)}, {_colour_words(f.colours)}."
-    )
+    bright, colours = _brightness(f.brightness, lang), _colour_words(f.colours, lang)
+    if lang == "zh":
+        return f"一张 {f.width}×{f.height} 的图片，{bright}，{colours}。"
+    return f"A {f.width}×{f.height} picture, {bright}, {colours}."
 
 
-def describe_images(images: Sequence[bytes]) -> str:
+def describe_images(images: Sequence[bytes], lang: str = "en") -> str:
     """One image: :func:`describe_image`; several (video frames): a summary over all of them."""
     if len(images) == 1:
-        return describe_image(images[0])
+        return describe_image(images[0], lang)
     facts: list[ImageFacts] = []
     for data in images:
         try:
             facts.append(image_facts(data))
         except Exception:
             continue
+    zh = lang == "zh"
     if not facts:
+        if zh:
+            return f"{len(images)} 张图片都无法读取。"
         return f"I could not read any of the {len(images)} images."
     totals: dict[str, float] = {}
     for f in facts:
@@ -239,25 +300,28 @@ def describe_images(images: Sequence[bytes]) -> str:
             totals[name] = totals.get(name, 0.0) + share / len(facts)
     colours = sorted(((n, c) for n, c in totals.items() if c >= COLOUR_SHARE), key=lambda x: -x[1])
     sizes = {(f.width, f.height) for f in facts}
-    size_text = f"{facts[0].width}×{facts[0].height}" if len(sizes) == 1 else "of different sizes"
-    bright = float(np.mean([f.brightness for f in facts]))
+    same = len(sizes) == 1
+    bright = _brightness(float(np.mean([f.brightness for f in facts])), lang)
     unread = len(images) - len(facts)
+    if zh:
+        size_text = f"尺寸 {facts[0].width}×{facts[0].height}" if same else "尺寸不一"
+        extra = f"（{unread} 张无法读取）" if unread else ""
+        return (
+            f"{len(images)} 张图片{extra}，{size_text}，{bright}，{_colour_words(colours, lang)}。"
+        )
+    size_text = f"{facts[0].width}×{facts[0].height}" if same else "of different sizes"
     extra = f" ({unread} could not be read)" if unread else ""
-    return (
-        f"{len(images)} pictures{extra}, {size_text}, {_brightness(bright)}, "
-        f"{_colour_words(colours)}."
-    )
+    return f"{len(images)} pictures{extra}, {size_text}, {bright}, {_colour_words(colours, lang)}."
 
 
-def _brightness(v: float) -> str:
-    if v < 0.25:
-        return "dark"
-    if v < 0.6:
-        return "medium bright"
-    return "bright"
+def _brightness(v: float, lang: str = "en") -> str:
+    word = "dark" if v < 0.25 else "medium bright" if v < 0.6 else "bright"
+    return ZH_WORDS[word] if lang == "zh" else word
 
 
-def _colour_words(colours: list[tuple[str, float]]) -> str:
+def _colour_words(colours: list[tuple[str, float]], lang: str = "en") -> str:
+    if lang == "zh":
+        return _colour_words_zh(colours)
     if not colours:
         return "with many colours and none dominant"
     words = [f"{name} ({share:.0%})" for name, share in colours]
@@ -271,3 +335,13 @@ def _colour_words(colours: list[tuple[str, float]]) -> str:
         + (" and " if len(words) > 2 else "")
         + words[-1]
     )
+
+
+def _colour_words_zh(colours: list[tuple[str, float]]) -> str:
+    if not colours:
+        return "颜色很多，没有哪种占主导"
+    words = [f"{ZH_WORDS[name]}（{share:.0%}）" for name, share in colours]
+    if len(words) == 1:
+        return f"几乎全是{words[0]}"
+    rest = "、".join(words[1:-1]) + ("和" if len(words) > 2 else "") + words[-1]
+    return f"主要是{words[0]}，还有{rest}"

@@ -2,35 +2,63 @@
 
 The responder is not a language model and never claims to be the cloud model. Given the user's text
 (or, in voice chat, the transcript of their audio), audio and images, it applies the first rule
-that fits:
+that fits, and **answers in the language of the question**: a question with CJK characters gets
+the same rules in Chinese (``这段音频在说什么?``, ``我面前有什么?``, ``一加一等于几``,
+``请生成一段音频回复``…) and a Chinese answer; the transcript of English speech inside it is fine
+(``这段音频说的是：“go forward ten meters”。``). :attr:`EngineReply.lang` says which language the
+answer is in, so a route speaks it with the matching eSpeak voice (Mandarin for "zh", whose voice
+also reads the English words inside a Chinese answer in English).
 
 ====================  ===============================================================================
 kind                  when / answer
 ====================  ===============================================================================
-``transcription``     "what is said in the audio", "transcribe this"… with ``audio``: the ASR
-                      transcript, ``The audio says: "…".`` (without audio: says there is none)
-``describe_audio``    "describe this audio/sound/recording", "what do you hear"… with ``audio``:
-                      duration, loudness (dBFS in words), dominant pitch (Hz, autocorrelation on
-                      voiced frames), speech or not (share of 30 ms frames webrtcvad calls speech),
-                      and the words when there is speech. Also the answer to any other text that
-                      comes with audio
+``transcription``     "what is said in the audio", "transcribe this", 在说什么, 转写… with ``audio``:
+                      the ASR transcript, ``The audio says: "…".`` (without audio: says there is none)
+``describe_audio``    "describe this audio/sound/recording", "what do you hear", 描述这段音频…: duration,
+                      loudness (dBFS in words), dominant pitch (Hz, autocorrelation on voiced frames),
+                      speech or not (share of 30 ms frames webrtcvad calls speech), and the words when
+                      there is speech. Also the answer to any other text that comes with audio
 ``describe_image``    ``images`` given (VQA, video frames) and the question is about them or not
                       otherwise answerable: size and dominant colours in words (Pillow; pixels named
                       by hue/saturation/value rules), brightness
-``visual_qa``         "what is in front of me", "what do you see"… with no image: asks for a photo
-                      and returns the command ``visual_qa`` (``shot=front``) so a client can take one
+``visual_qa``         "what is in front of me", "what do you see", 我面前有什么… with no image: asks for
+                      a photo and returns the command ``visual_qa`` (``shot=front``) so a client can
+                      take one
 ``arithmetic``        spoken arithmetic with number words (zero…ninety-nine, hundreds) or digits and
                       plus/minus/times/multiplied by/divided by/over: "One plus one equals two."
-                      Division by zero is answered honestly. Chinese (一加一等于几) is answered in Chinese
-``greeting``          hello / hi / good morning / how are you / who are you / what can you do / 你好:
-                      a short greeting that says this is the offline engine and what it can do
-``echo``              anything else: ``You said: "…".`` (Chinese: ``你说：“…”。``); nothing heard:
-                      says so
+                      Division by zero is answered honestly. Chinese: 一加一等于几 → 一加一等于二。
+``speak``             "say: <words>" / 请说：<words> speaks the words; "answer with audio",
+                      请生成一段音频回复… gives a short spoken self-introduction (every route that can
+                      speak speaks every answer; this is the answer to a request for speech as such)
+``greeting``          hello / how are you / who are you / what can you do / 你好 / 谢谢 / 再见: a short
+                      greeting that says this is the offline engine and what it can do
+``unsupported``       any other question (an open question such as 简单介绍这家公司。): says that the
+                      offline engine cannot answer open questions, and what it can do. It never echoes
+                      a typed question; in voice chat it says which words it heard
+``unrecognised``      speech the English recogniser cannot make out (below)
+``echo``              nothing to answer: no question, or no words heard in the audio
 ====================  ===============================================================================
 
-Voice chat (audio but no text): the audio is transcribed and the transcript is answered by the same
-rules. ``history`` (earlier (user, assistant) turns) is accepted for interface compatibility and not
-used: every answer depends only on the current turn, so the same input always gives the same answer.
+**Speech it cannot make out.** The ASR is English-only (pocketsphinx; no Mandarin recogniser ships
+in a wheel), so Chinese speech comes back as English-sounding guesses from the open-vocabulary
+search ("欢迎使用阿里云" → "are you do y'all are you"). When the question is Chinese, or there is
+no typed question at all (voice chat), a transcript from the open search whose ``open_score`` (mean
+acoustic log-likelihood per speech frame, normalised to the best senone: 0 is a perfect fit) is
+below :data:`UNCLEAR_SCORE` (−3.5) is not reported as words: the answer says, in the question's
+language, that the engine recognises English speech only. Measured with this engine (60 renditions
+of 30 Mandarin eSpeak sentences at 16 and 24 kHz, the 10 real English recordings in tests/data/speech):
+51 of the 60 Mandarin renditions went to the open search, all scoring −6.5…−3.7; the real English
+recordings score −2.8…−1.9. The other 9 Mandarin renditions were forced onto grammar sentences
+("谢谢" → "yes") and are answered as those; a typed English question ("transcribe this") always
+gets the recogniser's words, however poor. eSpeak's own *English* outside the grammar scores like
+Mandarin (−5.5…−3.5) and so is also "not made out" in voice chat — its open transcripts are poor.
+For a turn without words of its own, the language of that answer is that of ``context`` (Omni
+``instructions``, a system prompt), else of the latest user text in ``history``, else both.
+
+Voice chat (audio but no text, or ``spoken=True`` when the caller transcribed the audio): the
+transcript is answered by the same rules. Apart from choosing the language of a turn that has none,
+``history`` is not used: every answer depends only on the current turn, so the same input always
+gives the same answer.
 
 :func:`domain_sentences` / :func:`domain_grammar` are the phrases this responder understands; the
 ASR builds its domain grammar from them, so what the responder answers is what the ASR hears best.
@@ -47,12 +75,16 @@ from typing import Any
 __all__ = [
     "COMMAND_PHRASES",
     "NUMBER_WORDS",
+    "UNCLEAR_SCORE",
     "EngineReply",
     "Responder",
     "domain_grammar",
     "domain_sentences",
+    "is_unclear",
     "number_to_words",
     "solve_arithmetic",
+    "solve_arithmetic_zh",
+    "text_lang",
 ]
 
 
@@ -61,12 +93,16 @@ class EngineReply:
     """One answer of the offline engine."""
 
     text: str
-    #: "arithmetic", "transcription", "describe_audio", "describe_image", "visual_qa", "greeting", "echo"
+    #: "arithmetic", "transcription", "describe_audio", "describe_image", "visual_qa", "speak",
+    #: "greeting", "unsupported" (an open question), "unrecognised" (speech it cannot make out) or
+    #: "echo" (nothing to answer: no question, no words heard)
     kind: str
     #: client commands (DashScope MultiModalDialog style), e.g. the ``visual_qa`` photo request
     commands: list[dict[str, Any]] = field(default_factory=list)
     #: what was answered: the text, or the transcript of the audio in voice chat
     heard: str = ""
+    #: the language the answer is written in, "en" or "zh": the TTS voice to speak it with
+    lang: str = "en"
 
 
 # --------------------------------------------------------------------------- the domain phrases
@@ -449,6 +485,7 @@ _DESCRIBE_AUDIO = re.compile(
     r"what can you hear|how (loud|long))\b.*\b(audio|sound|recording|clip|noise|voice|"
     r"hear|loud|long)\b|\bwhat do you hear\b|\bwhat can you hear\b"
 )
+_AUDIO_WORD = re.compile(r"\b(audio|sound|recording|clip)\b")
 _VISUAL = re.compile(
     r"\bwhat is (in front of|around|ahead of) (me|us)\b|\bwhat (do|can) you see\b|"
     r"\b(describe|look at) (this|the|my) (picture|image|photo|scene|view|room|frame|video)\b|"
@@ -460,9 +497,45 @@ _GREETING = re.compile(
     r"\bwho are you\b|\bwhat can you do\b|\bwhat is your name\b|^(thank you|thanks)\b|"
     r"^(goodbye|bye)\b|\bcan you hear me\b"
 )
-_ZH_GREETING = re.compile(r"你好|您好|嗨|早上好|晚上好|你是谁")
+_ZH_GREETING = re.compile(r"你好|您好|嗨|早上好|下午好|晚上好|你是谁|你叫什么")
+_ZH_THANKS = re.compile(r"谢谢|多谢|感谢")
+_ZH_BYE = re.compile(r"再见|拜拜")
+_ZH_CAPABILITIES_Q = re.compile(r"你(能|会|可以)(做|干)?(什么|啥)|有什么功能")
+_ZH_TRANSCRIBE = re.compile(
+    r"(在|都)?(说|讲|念|唱)(了|的是|的)?(什么|啥)|内容是什么|转写|转录|听写|识别|写下来|语音转文字"
+)
+_ZH_DESCRIBE_AUDIO = re.compile(
+    r"(描述|介绍|分析).{0,4}(音频|声音|录音|这段)|(听到|听见)(了)?(什么|啥)|(什么|啥)(样的)?声音|"
+    r"(音频|声音|录音)(有多|多)(长|响|大声)"
+)
+_ZH_VISUAL = re.compile(
+    r"(面前|前面|周围|眼前)(有|是)(什么|啥)|(看到|看见)(了)?(什么|啥)|(能|可以)看到|"
+    r"(描述|介绍|看看|看一下).{0,4}(图片|照片|图像|画面|图|视频|场景)|"
+    r"(图片|照片|图像|画面|图|视频)(里|中|上)(有|是)(什么|啥)|什么颜色|这是什么"
+)
+_ZH_SPEAK = re.compile(
+    r"(生成|给我|来).{0,4}(音频|语音)(回复|回答)?|用(语音|声音)(回复|回答|说)|(说|读|念)出来|朗读"
+)
+_ZH_SAY = re.compile(r"^(请)?(你)?(说|念|读)(一下|一遍)?[:：]\s*(?P<words>.+)$")
+_SAY = re.compile(r"^(please )?(say|repeat)( after me)?:?\s+(?P<words>.+)$", re.I)
+_SPEAK = re.compile(
+    r"\b(answer|reply|respond) (with|in) (audio|speech|voice)\b|\b(say|read) (it|this) (aloud|out)\b|"
+    r"\b(spoken|audio|voice) (reply|answer|response)\b"
+)
 
-_CAPABILITIES = "I can do spoken arithmetic, transcribe audio, and describe sounds and pictures."
+_CAPABILITIES = (
+    "I can do spoken arithmetic, transcribe English speech, and describe sounds and pictures."
+)
+_ZH_CAPABILITIES = "我会做算术、转写英语语音、描述声音和图片。"
+_SELF = "I am the offline engine of nbtoolkit, running on this computer, not the cloud model."
+_ZH_SELF = "我是 nbtoolkit 的离线引擎，在这台电脑上运行，不是云端模型。"
+
+#: Below this open-vocabulary score (log-likelihood per speech frame, the ASR's ``open_score``) the
+#: English recogniser's words are a guess at speech it cannot make out — what Chinese speech gives.
+#: Measured (see the module docstring): Mandarin eSpeak sentences score −6.5…−3.7, real English
+#: recordings −2.8…−1.9; out-of-domain *eSpeak* English overlaps Mandarin (−5.5…−3.5), so the
+#: rule is applied only when the question is Chinese or there is no typed question at all.
+UNCLEAR_SCORE = -3.5
 
 #: The command a client receives when the user asks about what is in front of them with no image.
 VISUAL_QA_COMMAND: dict[str, Any] = {
@@ -471,11 +544,49 @@ VISUAL_QA_COMMAND: dict[str, Any] = {
 }
 
 
-class Responder:
-    """Applies the rules in the module docstring. ``transcribe(clip) -> str`` does the ASR."""
+def text_lang(text: str) -> str | None:
+    """ "zh" for text with CJK characters, "en" for other text with letters, None for neither."""
+    from nbtoolkit.local.engine.tts import has_cjk
 
-    def __init__(self, transcribe: Callable[[Any], str]) -> None:
-        self._transcribe = transcribe
+    if has_cjk(text):
+        return "zh"
+    return "en" if re.search(r"[A-Za-z]", text) else None
+
+
+def is_unclear(heard: Any) -> bool:
+    """True when an ASR result (``text``, ``source``, ``open_score``) is the open-vocabulary search's
+    guess at speech that does not fit English (see :data:`UNCLEAR_SCORE`). A recogniser that
+    reports no ``open_score`` is taken at its word."""
+    score = getattr(heard, "open_score", None)
+    return (
+        bool(heard.text) and heard.source == "open" and score is not None and score < UNCLEAR_SCORE
+    )
+
+
+def _unclear_text(lang: str | None) -> str:
+    zh = "这段语音我听不懂：离线引擎只能识别英语语音，不能识别中文。请用文字提问，或者用英语说。"
+    en = (
+        "I could not make out the words: the offline engine recognises English speech only. "
+        "Please type the question, or ask in English."
+    )
+    return {"zh": zh, "en": en}.get(lang or "", f"{zh} {en}")
+
+
+def _reply(text: str, kind: str, commands: list[dict[str, Any]] | None = None) -> EngineReply:
+    """A reply whose ``lang`` is the language it is written in (what the TTS voice follows)."""
+    return EngineReply(text, kind, commands or [], lang=text_lang(text) or "en")
+
+
+def _visual_qa_command() -> list[dict[str, Any]]:
+    return [dict(VISUAL_QA_COMMAND, params=[dict(p) for p in VISUAL_QA_COMMAND["params"]])]
+
+
+class Responder:
+    """Applies the rules in the module docstring. ``recognize(clip)`` does the ASR: it returns a
+    result with ``text``, ``source`` and ``open_score`` (:class:`~nbtoolkit.local.engine.asr.AsrResult`)."""
+
+    def __init__(self, recognize: Callable[[Any], Any]) -> None:
+        self._recognize = recognize
 
     def respond(
         self,
@@ -484,93 +595,186 @@ class Responder:
         audio: Any = None,
         images: Sequence[bytes] = (),
         history: Sequence[tuple[str, str]] = (),
+        context: str = "",
+        spoken: bool = False,
     ) -> EngineReply:
-        """The answer to one turn (see the module docstring for the rules)."""
-        del history  # accepted, deliberately unused: answers depend only on this turn
+        """The answer to one turn (see the module docstring for the rules).
+
+        ``context`` (Omni ``instructions``, a system prompt) and ``history`` only choose the language
+        of a turn that has no words of its own. ``spoken``: ``text`` is the caller's transcript of
+        ``audio`` (voice chat), not a typed question.
+        """
         text = (text or "").strip()
-        voice = not text and audio is not None
-        if voice:
-            text = self._transcribe(audio).strip()
+        hint = text_lang(context) or next(
+            (lang for user, _ in reversed(history) if (lang := text_lang(user))), None
+        )
+        voice = spoken or (not text and audio is not None)
+        if voice and audio is not None:
+            heard = self._recognize(audio) if not text else None
+            if heard is not None and is_unclear(heard):
+                return self._unclear(hint, images)
+            text = heard.text.strip() if heard is not None else text
             if not text:
                 if images:
-                    return self._image_reply("", images)
-                return EngineReply(
+                    return self._image_reply("", images, hint or "en")
+                if hint == "zh":
+                    return _reply("这段音频里我没有听到任何话。请靠近麦克风再说一次。", "echo")
+                return _reply(
                     "I could not make out any words in the audio. Please try again, a little "
                     "closer to the microphone.",
                     "echo",
                 )
         if not text:
             if images:
-                return self._image_reply("", images)
-            return EngineReply("I did not receive a question.", "echo")
+                return self._image_reply("", images, hint or "en")
+            return _reply(
+                "我没有收到问题。" if hint == "zh" else "I did not receive a question.", "echo"
+            )
 
-        reply = self._answer(text, audio=None if voice else audio, images=images)
+        if text_lang(text) == "zh":
+            reply = self._answer_zh(text, audio=None if voice else audio, images=images)
+        else:
+            reply = self._answer(text, audio=None if voice else audio, images=images)
+            # the caller's transcript of an open question: was it English at all?
+            open_question = reply.kind == "unsupported" and spoken and audio is not None
+            if open_question and is_unclear(self._recognize(audio)):
+                return self._unclear(hint, images)
+            if voice and reply.kind == "unsupported":
+                reply = _reply(f'I heard: "{text}". {reply.text}', "unsupported")
         reply.heard = text
         return reply
 
     # ------------------------------------------------------------------ rules
-    def _answer(self, text: str, *, audio: Any, images: Sequence[bytes]) -> EngineReply:
-        from nbtoolkit.local.engine.tts import has_cjk
+    def _hear(self, clip: Any, strict: bool) -> str:
+        """The words in ``clip``; "" when ``strict`` and the recogniser cannot make them out."""
+        heard = self._recognize(clip)
+        return "" if strict and is_unclear(heard) else str(heard.text).strip()
 
-        if has_cjk(text):
-            return self._answer_zh(text, images=images)
+    def _unclear(self, hint: str | None, images: Sequence[bytes]) -> EngineReply:
+        reply = _reply(_unclear_text(hint), "unrecognised")
+        if images:
+            desc = self._image_reply("", images, hint or "en").text
+            reply = _reply(f"{reply.text} {desc}", "unrecognised")
+        return reply
+
+    def _answer(self, text: str, *, audio: Any, images: Sequence[bytes]) -> EngineReply:
         norm = _norm(text)
 
         if _TRANSCRIBE.search(norm):
             if audio is None:
-                return EngineReply(
+                return _reply(
                     "There is no audio to transcribe. Send an audio clip with the question.",
                     "transcription",
                 )
-            words = self._transcribe(audio).strip()
+            words = self._hear(audio, strict=False)
             if not words:
-                return EngineReply("I could not make out any words in the audio.", "transcription")
-            return EngineReply(f'The audio says: "{words}".', "transcription")
+                return _reply("I could not make out any words in the audio.", "transcription")
+            return _reply(f'The audio says: "{words}".', "transcription")
 
-        if audio is not None and _DESCRIBE_AUDIO.search(norm):
-            return EngineReply(self._describe_audio(audio), "describe_audio")
+        if _DESCRIBE_AUDIO.search(norm) and (audio is not None or _AUDIO_WORD.search(norm)):
+            if audio is None:
+                return _reply(
+                    "There is no audio to describe. Send an audio clip with the question.",
+                    "describe_audio",
+                )
+            return _reply(self._describe_audio(audio, "en"), "describe_audio")
 
         if images and (_VISUAL.search(norm) or not self._rule_based(text)):
-            return self._image_reply(text if not _VISUAL.search(norm) else "", images)
+            return self._image_reply(text if not _VISUAL.search(norm) else "", images, "en")
 
         if not images and _VISUAL.search(norm):
-            return EngineReply(
+            return _reply(
                 "I cannot see anything yet. Please take a photo of what is in front of you and "
                 "send it with your question.",
                 "visual_qa",
-                [dict(VISUAL_QA_COMMAND, params=[dict(p) for p in VISUAL_QA_COMMAND["params"]])],
+                _visual_qa_command(),
             )
 
         solved = solve_arithmetic(text)
         if solved is not None:
-            return EngineReply(solved[0], "arithmetic")
+            return _reply(solved[0], "arithmetic")
+
+        said = _SAY.match(text.strip())
+        if said:
+            return _reply(said.group("words").strip(), "speak")
+        if _SPEAK.search(norm):
+            return _reply(f"Here is a spoken reply. {_SELF}", "speak")
 
         if _GREETING.search(norm):
-            return EngineReply(self._greeting(norm), "greeting")
+            return _reply(self._greeting(norm), "greeting")
 
         if audio is not None:
-            return EngineReply(
-                f'You asked: "{text}". I can only describe the audio: {self._describe_audio(audio)}',
+            return _reply(
+                f'You asked: "{text}". I can only describe the audio: '
+                f"{self._describe_audio(audio, 'en')}",
                 "describe_audio",
             )
-        return EngineReply(f'You said: "{text}".', "echo")
+        return _reply(
+            "I cannot answer that: I am the offline engine of nbtoolkit, not a language model, so "
+            f"I cannot answer open questions. {_CAPABILITIES}",
+            "unsupported",
+        )
 
     @staticmethod
     def _rule_based(text: str) -> bool:
         return bool(solve_arithmetic(text) or _GREETING.search(_norm(text)))
 
-    def _answer_zh(self, text: str, *, images: Sequence[bytes]) -> EngineReply:
+    def _answer_zh(self, text: str, *, audio: Any, images: Sequence[bytes]) -> EngineReply:
+        """The rules for a Chinese question; every answer is in Chinese."""
+        if _ZH_TRANSCRIBE.search(text) and not _ZH_VISUAL.search(text):
+            if audio is None:
+                return _reply("没有可以转写的音频。请把音频和问题一起发送。", "transcription")
+            heard = self._recognize(audio)
+            if is_unclear(heard):
+                return _reply(
+                    "这段音频里有语音，但我听不出说的是什么：离线引擎只能识别英语语音，不能识别中文。",
+                    "transcription",
+                )
+            words = str(heard.text).strip()
+            if not words:
+                return _reply("这段音频里我没有听到任何话。", "transcription")
+            return _reply(f"这段音频说的是：“{words}”。", "transcription")
+
+        if _ZH_DESCRIBE_AUDIO.search(text):
+            if audio is None:
+                return _reply("没有可以描述的音频。请把音频和问题一起发送。", "describe_audio")
+            return _reply(self._describe_audio(audio, "zh"), "describe_audio")
+
+        visual = bool(_ZH_VISUAL.search(text))
         answer = solve_arithmetic_zh(text)
-        if answer:
-            return EngineReply(answer, "arithmetic")
-        if _ZH_GREETING.search(text):
-            return EngineReply(
-                "你好！我是 nbtoolkit 的离线引擎，在这台电脑上运行。我会做算术、转写英文语音、描述声音和图片。",
-                "greeting",
+        if images and (visual or answer is None):
+            return self._image_reply("" if visual else text, images, "zh")
+        if visual:
+            return _reply(
+                "我还什么都看不到。请拍一张你面前的照片，和问题一起发送。",
+                "visual_qa",
+                _visual_qa_command(),
             )
-        if images:
-            return self._image_reply(text, images)
-        return EngineReply(f"你说：“{text}”。", "echo")
+        if answer:
+            return _reply(answer, "arithmetic")
+
+        said = _ZH_SAY.match(text.strip())
+        if said:
+            return _reply(said.group("words").strip(), "speak")
+        if _ZH_SPEAK.search(text):
+            return _reply(f"好的，这是一段语音回复。{_ZH_SELF}", "speak")
+
+        if _ZH_THANKS.search(text):
+            return _reply("不客气！这是 nbtoolkit 的离线引擎。", "greeting")
+        if _ZH_BYE.search(text):
+            return _reply("再见！这是 nbtoolkit 的离线引擎。", "greeting")
+        if _ZH_GREETING.search(text) or _ZH_CAPABILITIES_Q.search(text):
+            return _reply(f"你好！{_ZH_SELF}{_ZH_CAPABILITIES}", "greeting")
+
+        if audio is not None:
+            return _reply(
+                f"这个问题我回答不了（离线引擎不是大语言模型），只能描述这段音频：{self._describe_audio(audio, 'zh')}",
+                "describe_audio",
+            )
+        return _reply(
+            f"这个问题我回答不了：我是 nbtoolkit 的离线引擎，不是大语言模型，无法回答开放式问题。{_ZH_CAPABILITIES}",
+            "unsupported",
+        )
 
     @staticmethod
     def _greeting(norm: str) -> str:
@@ -580,21 +784,21 @@ class Responder:
             return "Goodbye! This was the offline engine of nbtoolkit."
         if "can you hear me" in norm:
             return "Yes, I can hear you. I am the offline engine of nbtoolkit, running on this computer."
-        return (
-            "Hello! I am the offline engine of nbtoolkit, running on this computer, not the cloud "
-            f"model. {_CAPABILITIES}"
-        )
+        return f"Hello! {_SELF} {_CAPABILITIES}"
 
-    def _describe_audio(self, clip: Any) -> str:
+    def _describe_audio(self, clip: Any, lang: str) -> str:
         from nbtoolkit.local.engine.describe import describe_audio
 
-        return describe_audio(clip, transcribe=self._transcribe)
+        # in Chinese, a guess at speech the English recogniser cannot make out is not reported
+        return describe_audio(clip, lambda c: self._hear(c, strict=lang == "zh"), lang)
 
     @staticmethod
-    def _image_reply(question: str, images: Sequence[bytes]) -> EngineReply:
+    def _image_reply(question: str, images: Sequence[bytes], lang: str) -> EngineReply:
         from nbtoolkit.local.engine.describe import describe_images
 
-        desc = describe_images(images)
-        if question:
+        desc = describe_images(images, lang)
+        if question and lang == "zh":
+            desc = f"这个问题我回答不了（离线引擎不是大语言模型），只能描述这张图片：{desc}"
+        elif question:
             desc = f'You asked: "{question}". I can only describe the picture: {desc}'
-        return EngineReply(desc, "describe_image")
+        return _reply(desc, "describe_image")
