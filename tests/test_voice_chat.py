@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+import numpy as np
 import pytest
 from conftest import timeout
 
+from nbtoolkit._voice_chat_bridges import bridge_for
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.backends.dialog import Dialog
 from nbtoolkit.backends.omni import OmniRealtime
 from nbtoolkit.backends.qwen_audio import QwenAudio
-from nbtoolkit.errors import AudioError, ConfigError
+from nbtoolkit.errors import AudioError, ConfigError, ConnectionLost
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.local import Faults
+from nbtoolkit.protocols.realtime import parse_server_event
+from nbtoolkit.results import Reply
 from nbtoolkit.voice_chat import LISTENING, RESPONDING, STOPPED, VoiceChat
+from nbtoolkit.voice_chat_events import (
+    THINKING,
+    Audio,
+    ChatEvent,
+    Failed,
+    Flush,
+    Heard,
+    Mark,
+    Said,
+    State,
+    TurnDone,
+)
 
 T = TypeVar("T")
 
@@ -325,3 +342,154 @@ def test_a_backend_without_pictures_refuses_frames(server: Any, question: Clip) 
     with pytest.raises(ConfigError, match="not started"):
         run(chat.send_frame(picture((1, 2, 3))))
     converse(chat, script)
+
+
+# ----------------------------------------------------------------------------- the chat's events
+def tone_pcm(seconds: float, rate: int = 24000) -> bytes:
+    t = np.arange(round(seconds * rate)) / rate
+    return Clip.from_array(0.3 * np.sin(2 * np.pi * 440 * t), rate).to_pcm()
+
+
+def quiet_chat(server: Any) -> VoiceChat:
+    """A chat that is never started: events are applied to it directly."""
+    return VoiceChat(QwenAudio(server.endpoints, ledger=Ledger()))
+
+
+def test_chat_events_render_in_order_on_badge_transcript_player_and_timeline(server: Any) -> None:
+    chat = quiet_chat(server)
+    for event in (
+        State(THINKING),
+        Heard("one plus one"),
+        Said("two"),
+        Audio(tone_pcm(0.5), 24000, "r1"),
+        Mark("server", "response.done"),
+        TurnDone(Reply(text="two", heard="one plus one")),
+    ):
+        chat.apply(event)
+
+    assert chat.state == LISTENING
+    assert chat.transcript == "you: one plus one\nassistant: two"
+    played = chat.player.played_clip
+    assert played is not None and played.duration == pytest.approx(0.5)
+    names = ["THINKING", "first_audio", "RESPONDING", "response.done", "LISTENING"]
+    assert [e.name for e in chat.timeline] == names
+    # the turn came without a timeline: it gets the chat's marks up to its end
+    (turn,) = chat.turns
+    assert [e.name for e in turn.timeline] == names[:-1]
+
+
+def test_the_live_transcript_shows_what_is_heard_and_said_before_the_turn_ends(
+    server: Any,
+) -> None:
+    chat = quiet_chat(server)
+    chat.apply(Heard("what is in"))
+    chat.apply(Said("a red"))
+    html = chat.children[-1].value
+    assert "what is in" in html and "a red …" in html
+    assert chat.turns == []
+
+
+def test_one_barge_in_flushes_the_player_once_and_drops_the_late_audio_of_its_answer(
+    server: Any,
+) -> None:
+    chat = quiet_chat(server)
+    chat.apply(Audio(tone_pcm(0.3), 24000, "r1"))
+    chat.apply(Flush("barge_in", "r1", by="server_vad"))
+    chat.apply(Flush("barge_in", "r1", by="player"))  # the same barge-in, seen twice
+    chat.apply(Audio(tone_pcm(0.2), 24000, "r1"))  # late audio of the cancelled answer
+    assert chat.player.fed_ms == 0
+    chat.apply(Audio(tone_pcm(0.4), 24000, "r2"))  # the next answer plays
+
+    flushes = [e for e in chat.timeline if e.name == "player.flush"]
+    assert [e.detail["reason"] for e in flushes] == ["barge_in"]
+    assert [e.detail["by"] for e in chat.timeline if e.name == "barge_in"] == ["server_vad"]
+    assert chat.player.fed_ms == pytest.approx(400)
+
+
+def test_a_flush_if_audible_leaves_a_silent_player_alone_and_stops_a_playing_one(
+    server: Any,
+) -> None:
+    chat = quiet_chat(server)
+    chat.apply(Audio(tone_pcm(0.3), 24000, "r1"))
+    chat.apply(Flush("record", "r1", if_audible=True))  # headless: nothing plays
+    assert chat.timeline.first("player.flush") is None
+    chat.player.playing = True  # what the browser view reports while it plays
+    chat.apply(Flush("record", "r1", if_audible=True))
+    assert chat.timeline.first("player.flush") is not None
+    assert chat.player.fed_ms == 0
+
+
+def test_a_failed_turn_keeps_what_arrived_says_why_and_listens_again(server: Any) -> None:
+    chat = quiet_chat(server)
+    chat.apply(State(THINKING))
+    partial = Reply(text="two pl", heard="one plus one", status="failed")
+    chat.apply(Failed(ConnectionLost("The answer stopped", "say it again", partial=partial)))
+
+    assert chat.state == LISTENING
+    assert chat.turns == [partial]
+    assert isinstance(chat.failures[0], ConnectionLost)
+    assert "The answer stopped" in chat.children[0].children[0].value  # the badge
+
+
+def test_the_omni_bridge_turns_server_events_into_chat_events_in_order(server: Any) -> None:
+    got: list[ChatEvent] = []
+    rt = OmniRealtime(server.endpoints, ledger=Ledger())
+    bridge = bridge_for(rt, False, got.append)
+    audio = base64.b64encode(tone_pcm(0.1)).decode()
+    ids = {"response_id": "r1", "item_id": "i2"}
+    for frame in (
+        {"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "i1"},
+        {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900, "item_id": "i1"},
+        {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": "i1",
+            "transcript": "one plus one",
+        },
+        {"type": "response.created", "response": {"id": "r1"}},
+        {"type": "response.audio_transcript.delta", "delta": "two", **ids},
+        {"type": "response.audio.delta", "delta": audio, **ids},
+        # the user speaks over the answer: the client has cancelled it
+        {"type": "input_audio_buffer.speech_started", "audio_start_ms": 1500, "item_id": "i3"},
+        {"type": "response.done", "response": {"id": "r1", "status": "cancelled"}},
+    ):
+        bridge._on_event(parse_server_event(frame))  # type: ignore[attr-defined]
+
+    assert [e.type for e in got] == [
+        "mark", "flush", "state",  # speech started: nothing plays yet, so flush only if audible
+        "mark", "state",
+        "heard",
+        "mark",
+        "said",
+        "audio",
+        "mark", "flush", "state",  # speech over the answer: flush it at once
+        "mark", "turn",
+    ]  # fmt: skip
+    flushes = [e for e in got if isinstance(e, Flush)]
+    assert [(f.answer, f.by, f.if_audible) for f in flushes] == [
+        ("", "player", True),
+        ("r1", "server_vad", False),
+    ]
+    (done,) = [e for e in got if isinstance(e, TurnDone)]
+    assert (done.turn.heard, done.turn.text, done.turn.status) == (
+        "one plus one",
+        "two",
+        "cancelled",
+    )
+
+
+def test_bridges_reach_the_chat_only_through_its_events() -> None:
+    import ast
+    import inspect
+
+    import nbtoolkit._voice_chat_bridges as bridges
+
+    tree = ast.parse(inspect.getsource(bridges))
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module is not None
+    }
+    assert not {m for m in imported if m.startswith(("nbtoolkit.widgets", "nbtoolkit.voice_chat."))}
+    assert "nbtoolkit.voice_chat" not in imported
+    names = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    assert "chat" not in names
