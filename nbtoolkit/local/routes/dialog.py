@@ -105,6 +105,8 @@ class _Connection:
         self.history: list[tuple[str, str]] = []
         self.heard = ""
         self.heard_seconds = 0.0
+        # the spoken question: the responder checks whether it was English at all
+        self.heard_clip: Clip | None = None
         self.image_sizes: list[tuple[int, int]] = []
 
     @property
@@ -162,6 +164,7 @@ class _Connection:
             else:  # a new round: whatever the previous one left is void
                 self._cancel_round()
                 self.heard, self.heard_seconds, self.image_sizes = "", 0.0, []
+                self.heard_clip = None
                 self.task = asyncio.create_task(self._round(out))
 
     async def _detect(self, pcm: bytes) -> None:
@@ -206,6 +209,7 @@ class _Connection:
         if isinstance(action, Transcribe):
             text = await asyncio.wrap_future(self.ahead.future(action.pcm, action.rate))
             self.heard, self.heard_seconds = text, len(action.pcm) // 2 / action.rate
+            self.heard_clip = Clip.from_pcm(action.pcm, action.rate)
             return self.session.on_transcript(action.round, text)
         if isinstance(action, Respond):
             images = [self._image_bytes(ref) for ref in action.images]
@@ -214,8 +218,10 @@ class _Connection:
                 self.ws.app,
                 self.engine.respond,
                 action.text,
+                audio=self.heard_clip,
                 images=images,
                 history=tuple(self.history),
+                spoken=self.heard_clip is not None,
             )
             if not self.heard:  # a typed prompt: the "heard" side of the history
                 self.heard = action.text

@@ -280,12 +280,14 @@ class _Connection:
                 audio=clip,
                 images=need.images,
                 history=tuple(self.history),
+                context=need.instructions,  # picks the language when the turn has no words
+                spoken=clip is not None,
             )
             text: str = reply.text
             self.history.append((need.heard, text))
             if need.with_audio:
                 for clause in _CLAUSE.findall(text):
-                    await self._speak(rid, clause)
+                    await self._speak(rid, clause, reply.lang)
             else:
                 for word in re.findall(r"\S+\s*", text):
                     await self._emit_paced(s.text_delta(rid, word))
@@ -296,13 +298,18 @@ class _Connection:
             log.warning("realtime answer failed: %s", type(exc).__name__)
             await self._emit_paced(s.fail_response(rid, f"engine error: {type(exc).__name__}"))
 
-    async def _speak(self, rid: str, clause: str) -> None:
-        """Synthesise one clause and stream it: audio chunks with its words spread over them."""
+    async def _speak(self, rid: str, clause: str, lang: str | None = None) -> None:
+        """Synthesise one clause and stream it: audio chunks with its words spread over them.
+
+        ``lang`` is the whole answer's language: an English quote inside a Chinese answer keeps the
+        Mandarin voice (which reads English words as English)."""
         s = self.session
         words = re.findall(r"\S+\s*", clause)
         spoken = clause.strip()
         pcm: np.ndarray = (
-            await run_engine(self.ws.app, self.engine.synthesize, spoken, rate=OUTPUT_RATE)
+            await run_engine(
+                self.ws.app, self.engine.synthesize, spoken, rate=OUTPUT_RATE, lang=lang
+            )
             if spoken
             else np.zeros(0, dtype=np.int16)
         )
