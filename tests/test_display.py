@@ -18,7 +18,7 @@ from nbtoolkit.audio import Clip
 from nbtoolkit.display import (
     EMBED_RATE,
     MAX_EMBED_SECONDS,
-    Player,
+    InlinePlayer,
     play,
     plot_spectrogram,
     plot_waveform,
@@ -100,7 +100,7 @@ def test_player_of_a_long_clip_embeds_only_the_first_30_s_at_16_khz() -> None:
 
 def test_player_of_a_short_clip_embeds_all_of_it_at_its_own_lower_rate() -> None:
     clip = sine(seconds=2.0, rate=8000)
-    html = Player(clip)._repr_html_()
+    html = InlinePlayer(clip)._repr_html_()
     assert "first" not in html
     assert embedded_clip(html) == clip
     assert "2 s · 8000 Hz · -9.0 dBFS" in html
@@ -137,7 +137,7 @@ def test_play_of_a_file_path(tmp_path: Path) -> None:
         (lambda: play(sine(), rate=8000), "drop rate="),
         (lambda: play(np.zeros(10)), "pass rate="),
         (lambda: play(b"\x01\x02\x03", rate=16000), "even number of bytes"),
-        (lambda: Player(sine(), max_seconds=0), "positive"),
+        (lambda: InlinePlayer(sine(), max_seconds=0), "positive"),
     ],
     ids=["raw-bytes-without-rate", "clip-with-rate", "array-without-rate", "odd-pcm", "zero-bound"],
 )

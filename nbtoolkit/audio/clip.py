@@ -222,9 +222,9 @@ class Clip:
         base64 at most) and says "(first 30 s of 5 min)" when it cuts; the waveform always covers the
         whole clip. matplotlib is not used.
         """
-        from nbtoolkit.display.player import Player
+        from nbtoolkit.display.player import InlinePlayer
 
-        return Player(self)._repr_html_()
+        return InlinePlayer(self)._repr_html_()
 
     # ----------------------------------------------------------------- transforms
     def resample(self, rate: int) -> Clip:

@@ -3,7 +3,7 @@
 Importing this package does not import matplotlib; only the ``plot_*`` functions do.
 """
 
-from nbtoolkit.display.player import EMBED_RATE, MAX_EMBED_SECONDS, Player, play
+from nbtoolkit.display.player import EMBED_RATE, MAX_EMBED_SECONDS, InlinePlayer, play
 from nbtoolkit.display.spectrogram import plot_spectrogram
 from nbtoolkit.display.timeline import plot_timeline
 from nbtoolkit.display.usage import plot_usage
@@ -12,7 +12,7 @@ from nbtoolkit.display.waveform import plot_waveform, waveform_svg
 __all__ = [
     "EMBED_RATE",
     "MAX_EMBED_SECONDS",
-    "Player",
+    "InlinePlayer",
     "play",
     "plot_spectrogram",
     "plot_timeline",

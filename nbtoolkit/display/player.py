@@ -14,7 +14,7 @@ from nbtoolkit.audio.clip import Clip
 from nbtoolkit.display.waveform import waveform_svg
 from nbtoolkit.errors import AudioError
 
-__all__ = ["EMBED_RATE", "MAX_EMBED_SECONDS", "Player", "play"]
+__all__ = ["EMBED_RATE", "MAX_EMBED_SECONDS", "InlinePlayer", "play"]
 
 #: A player embeds at most this many seconds, so a long clip never puts megabytes into the notebook.
 MAX_EMBED_SECONDS = 30.0
@@ -34,7 +34,7 @@ def _human_duration(seconds: float) -> str:
     return f"{h} h {m} min" if m else f"{h} h"
 
 
-class Player:
+class InlinePlayer:
     """A clip shown inline as a waveform (whole clip) and an ``<audio>`` player (bounded).
 
     The player embeds at most the first ``max_seconds`` (default :data:`MAX_EMBED_SECONDS`),
@@ -59,7 +59,7 @@ class Player:
         return part.resample(min(part.rate, EMBED_RATE))
 
     def __repr__(self) -> str:
-        return f"Player({self.clip!r})"
+        return f"InlinePlayer({self.clip!r})"
 
     def _repr_html_(self) -> str:
         clip = self.clip
@@ -87,11 +87,11 @@ def play(
     rate: int | None = None,
     *,
     max_seconds: float = MAX_EMBED_SECONDS,
-) -> Player:
+) -> InlinePlayer:
     """An inline player for a Clip, encoded audio (WAV/MP3/… bytes or a path), or raw samples.
 
     Raw PCM16 bytes and numpy arrays need ``rate``; encoded files carry their own, so ``rate`` must
-    be left out for them and for a Clip. See :class:`Player` for the size bound.
+    be left out for them and for a Clip. See :class:`InlinePlayer` for the size bound.
     """
     clip: Clip
     if isinstance(audio, Clip):
@@ -108,7 +108,7 @@ def play(
         clip = Clip.from_pcm(audio, rate)
     else:
         clip = _load_encoded(audio)
-    return Player(clip, max_seconds=max_seconds)
+    return InlinePlayer(clip, max_seconds=max_seconds)
 
 
 def _load_encoded(audio: Any) -> Clip:
