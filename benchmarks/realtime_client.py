@@ -109,7 +109,7 @@ async def ours(url: str) -> tuple[int, float]:
     from nbtoolkit.ledger import Ledger
     from nbtoolkit.protocols.realtime import SessionFinished
 
-    endpoints = Endpoints(url, url, url, None, Secret("replay"), local=True)
+    endpoints = Endpoints(url, url, url, None, Secret("replay-server-ignores-the-key"), local=True)
     rt = OmniRealtime(endpoints, ledger=Ledger(), ping_interval=None)
     count = 0
     await rt.connect()

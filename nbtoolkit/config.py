@@ -1,7 +1,8 @@
 """Endpoints and API keys.
 
 Keys live in :class:`Secret`, whose ``repr``/``str``/``format`` never show the value; every Secret's value
-is also registered so :func:`scrub_secrets` can remove it from error messages and logs.
+is also registered so :func:`scrub_secrets` can remove it from error messages and logs (the masking
+itself lives in ``nbtoolkit._scrub``, below the error hierarchy).
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-import weakref
 from dataclasses import dataclass, field
 from typing import Literal
 
+from nbtoolkit._scrub import MASK, SecretFilter, register, scrub_secrets
+from nbtoolkit.errors import ConfigError
+
 __all__ = [
     "LOOPBACK_HOSTS",
+    "MIN_KEY_LENGTH",
     "REGIONS",
     "Endpoints",
     "Secret",
@@ -26,11 +30,12 @@ __all__ = [
     "scrubbed_logger",
 ]
 
-_MASK = "********"
-
 #: Host names that mean "this machine" (urlparse().hostname strips IPv6 brackets).
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-_registered: weakref.WeakSet[Secret] = weakref.WeakSet()
+#: Shorter keys are refused: no real key is this short (a DashScope key is ``sk-`` and 32 hex
+#: digits, a local server's token 32 characters), and masking a short value in messages would
+#: hide ordinary words while a mistyped key went unnoticed.
+MIN_KEY_LENGTH = 16
 
 
 class Secret:
@@ -40,21 +45,28 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         if not isinstance(value, str) or not value.strip():
-            from nbtoolkit.errors import ConfigError
-
             raise ConfigError(
                 "An API key must be a non-empty string",
                 "set DASHSCOPE_API_KEY or pass api_key='sk-…'",
             )
-        self.__value = value.strip()
-        _registered.add(self)
+        value = value.strip()
+        if len(value) < MIN_KEY_LENGTH:
+            # the message never shows the value, not even in part
+            raise ConfigError(
+                f"An API key of {len(value)} characters is too short to be a real key "
+                f"(at least {MIN_KEY_LENGTH})",
+                "paste the whole key: a DashScope key is 'sk-' followed by 32 hex digits "
+                "(for the offline engine, leave the key out and call nbtoolkit.connect())",
+            )
+        self.__value = value
+        register(self)
 
     def reveal(self) -> str:
         """The raw value — only for the Authorization header or the SDK call that needs it."""
         return self.__value
 
     def __repr__(self) -> str:
-        return f"Secret('{_MASK}')"
+        return f"Secret('{MASK}')"
 
     __str__ = __repr__
 
@@ -75,27 +87,6 @@ class Secret:
 
     def _repr_html_(self) -> str:
         return f"<code>{self!r}</code>"
-
-
-def scrub_secrets(text: str) -> str:
-    """Replace every registered secret value (and its Bearer form) in ``text`` with a mask."""
-    for secret in list(_registered):
-        value = secret.reveal()
-        if value and value in text:
-            text = text.replace(value, _MASK)
-    return text
-
-
-class SecretFilter(logging.Filter):
-    """A logging filter that masks registered secrets, for third-party loggers we hand a key to
-    (``websockets`` logs request headers, Authorization included, at DEBUG)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        scrubbed = scrub_secrets(message)
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, ()
-        return True
 
 
 def scrubbed_logger(name: str) -> logging.Logger:
@@ -154,8 +145,6 @@ class Endpoints:
 def cloud_endpoints(api_key: Secret, region: str = "cn") -> Endpoints:
     """Endpoints of the DashScope cloud in ``region`` ("cn" or "intl")."""
     if region not in REGIONS:
-        from nbtoolkit.errors import ConfigError
-
         raise ConfigError(f"Unknown region {region!r}", f"use one of {sorted(REGIONS)}")
     host = REGIONS[region]
     return Endpoints(

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nbtoolkit._scrub import scrub_secrets
+
 __all__ = [
     "AudioError",
     "AuthError",
@@ -39,8 +41,6 @@ class NbToolkitError(Exception):
     """Base class. ``str(err)`` is "<problem> — <fix>"; secrets never appear in it."""
 
     def __init__(self, problem: str, fix: str | None = None) -> None:
-        from nbtoolkit.config import scrub_secrets  # late import: config imports nothing from here
-
         self.problem = scrub_secrets(problem)
         self.fix = scrub_secrets(fix) if fix else None
         super().__init__(self.problem if not self.fix else f"{self.problem} — {self.fix}")

@@ -10,6 +10,7 @@ and in every notebook executed headless against a server whose token is the cana
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
@@ -25,14 +26,28 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import timeout
+from dashscope.multimodal.multimodal_dialog import MultiModalCallback, MultiModalDialog
+from dashscope.multimodal.multimodal_request_params import (
+    ClientInfo,
+    Device,
+    Downstream,
+    RequestParameters,
+    Upstream,
+)
 
 from nbtoolkit.audio import Clip
 from nbtoolkit.backends.audio_modalities import AudioModalitiesClient
 from nbtoolkit.backends.dialog import Dialog
 from nbtoolkit.backends.omni import OmniRealtime
 from nbtoolkit.backends.qwen_audio import QwenAudio
-from nbtoolkit.config import Secret, cloud_endpoints, get_api_key, local_endpoints
-from nbtoolkit.errors import AuthError
+from nbtoolkit.config import (
+    Secret,
+    cloud_endpoints,
+    get_api_key,
+    local_endpoints,
+    scrub_secrets,
+)
+from nbtoolkit.errors import AuthError, ConfigError
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.local import LocalServer, start
 
@@ -131,31 +146,30 @@ def test_clients_and_the_server_show_no_token(canary_server: LocalServer) -> Non
         QwenAudio(endpoints, ledger=Ledger()),
         Dialog(endpoints, ledger=Ledger()),
         OmniRealtime(endpoints, ledger=Ledger()),
-        AudioModalitiesClient(endpoints.audio_modalities_url or "", CANARY, ledger=Ledger()),
+        AudioModalitiesClient(endpoints.audio_modalities_url, api_key=CANARY, ledger=Ledger()),
     ]
     assert leaks("\n".join(shown(o) for o in [canary_server, endpoints, *clients])) == []
 
 
 # --------------------------------------------------------------------------- calls, logs, errors
 def _ask_all(endpoints: Any, question: Clip) -> list[Any]:
-    """One call of every client; the Reply/Turn, or the exception it raised."""
+    """One call of every client; the Reply, or the exception it raised."""
 
     async def omni() -> Any:
-        rt = OmniRealtime(endpoints, turn_detection=None, ledger=Ledger())
-        async with rt:
-            return await rt.converse(question)
+        async with OmniRealtime(endpoints, turn_detection=None, ledger=Ledger()) as rt:
+            return await rt.ask_async(question)
 
     def dialog() -> Any:
         with Dialog(endpoints, ledger=Ledger(), timeout=timeout(30)) as d:
-            return d.ask("what is one plus one")
+            return d.ask(text="what is one plus one")
 
     calls = [
         lambda: QwenAudio(endpoints, ledger=Ledger()).ask(question),
         dialog,
         lambda: asyncio.run(omni()),
-        lambda: AudioModalitiesClient(
-            endpoints.audio_modalities_url, endpoints.api_key, ledger=Ledger()
-        ).complete(text="what is one plus one"),
+        lambda: AudioModalitiesClient(endpoints=endpoints, ledger=Ledger()).ask(
+            text="what is one plus one"
+        ),
     ]
     results: list[Any] = []
     for call in calls:
@@ -290,3 +304,93 @@ def test_slow_every_notebook_executed_against_a_canary_token_server_shows_no_key
     # the sweep means something only if the notebooks really talked to the canary-token server
     assert len(served) >= len(notebooks) // 2, (served, errors)
     print(f"notebooks with a failing cell (their tracebacks were scanned too): {errors}")
+
+
+# --------------------------------------------------------------------------- third-party logs
+class _Listening(MultiModalCallback):
+    """Sets ``ready`` once the SDK's dialog is Listening (or has failed)."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.state = ""
+
+    def on_state_changed(self, state: Any) -> None:
+        self.state = state.value
+        if self.state == "Listening":
+            self.ready.set()
+
+    def on_error(self, error: Any) -> None:
+        self.state = f"error {error}"
+        self.ready.set()
+
+
+def test_websocket_client_trace_of_the_sdk_dialog_shows_no_key(canary_server: LocalServer) -> None:
+    import websocket
+
+    key = Secret(CANARY)  # the client's key, alive while it is used, as in every client
+    traced = io.StringIO()
+    # the same path as websocket.enableTrace(True): its own handler on the "websocket" logger
+    websocket.enableTrace(True, handler=logging.StreamHandler(traced))
+    callback = _Listening()
+    sdk = MultiModalDialog(
+        app_id="your_app_id",
+        request_params=RequestParameters(
+            upstream=Upstream(type="AudioOnly", mode="push2talk", audio_format="pcm"),
+            downstream=Downstream(voice="longxiaochun_v2", sample_rate=16000),
+            client_info=ClientInfo(user_id="demo_user", device=Device(uuid="demo_device")),
+        ),
+        multimodal_callback=callback,
+        url=canary_server.endpoints.websocket_base,
+        api_key=key.reveal(),
+        model="multimodal-dialog",
+    )
+    try:
+        sdk.start("")
+        assert callback.ready.wait(timeout(20)) and callback.state == "Listening", callback.state
+    finally:
+        websocket.enableTrace(False)
+        sdk.close()
+    text = traced.getvalue()
+    assert "Authorization: Bearer" in text  # the trace did dump the handshake's headers
+    assert leaks(text) == []
+
+
+def test_child_loggers_of_http_libraries_are_scrubbed_too(debug_log: list[str]) -> None:
+    key = Secret(CANARY)
+    headers = [(b"Authorization", b"Bearer " + key.reveal().encode())]
+    # httpcore logs headers on children of "httpcore": a filter on the parent would miss them
+    logging.getLogger("httpcore.http11").debug("send_request_headers.started headers=%r", headers)
+    logging.getLogger("websockets.client").debug("> Authorization: Bearer %s", key.reveal())
+    try:
+        raise RuntimeError(f"refused Bearer {key.reveal()}")
+    except RuntimeError:
+        logging.getLogger("urllib3.connectionpool").exception("request failed")
+    seen = [line for line in debug_log if "Bearer" in line or "refused" in line]
+    assert len(seen) == 3, debug_log
+    assert leaks("\n".join(seen)) == []
+
+
+# --------------------------------------------------------------------------- the mask
+def test_a_key_is_masked_where_it_stands_as_a_whole_token_only() -> None:
+    value = "k3y0123456789abcdef"
+    key = Secret(value)
+    for around in ("Bearer {}", "api_key={}&x=1", '{{"key": "{}"}}', "{}", "tok-{}_x", "({})"):
+        text = around.format(key.reveal())
+        assert value not in scrub_secrets(text), text
+    for word in (f"x{value}", f"{value}9", f"contest{value}ants"):
+        assert scrub_secrets(f"The {word} clip") == f"The {word} clip"
+    assert scrub_secrets("The test clip is empty") == "The test clip is empty"
+
+
+@pytest.mark.parametrize("short", ["test", "sk-123", "0123456789abcde"])
+def test_a_key_too_short_to_be_real_is_refused_without_showing_it(
+    short: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Secret(short)
+    assert short not in str(info.value)
+    assert info.value.fix is not None and "32 hex digits" in info.value.fix
+    monkeypatch.setenv("DASHSCOPE_API_KEY", short)
+    with pytest.raises(ConfigError):
+        get_api_key()
+    assert Secret(short + "x" * (16 - len(short))).reveal().startswith(short)
