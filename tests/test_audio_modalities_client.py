@@ -164,7 +164,7 @@ def test_openai_shaped_stream_is_read_at_24khz_with_usage() -> None:
     c16 = AudioModalitiesClient(
         "https://api.example.test/v1/chat/completions",
         "sk-test",
-        rate=16000,
+        sample_rate=16000,
         transport=httpx.MockTransport(handler),
         ledger=Ledger(),
     )

@@ -799,7 +799,7 @@ def test_stream_accumulator_returns_pieces_or_a_documented_error(datas: list[str
             assert acc.transcript.startswith(before[0]) and bytes(acc.pcm).startswith(before[1])
             continue
         assert all(isinstance(p, (str, bytes)) for p in pieces)
-    assert acc.rate in (am.S002_RATE, am.OPENAI_RATE)
+    assert acc.rate in (am.DEFAULT_RATE, am.OPENAI_RATE)
     clip = acc.clip()
     assert clip is None or clip.rate == acc.rate
 
@@ -815,7 +815,7 @@ def test_s002_answer_survives_any_tcp_chunking_into_the_same_transcript_and_pcm(
 ) -> None:
     from nbtoolkit.audio.clip import Clip
 
-    clip = Clip.from_pcm(pcm, am.S002_RATE) if pcm else None
+    clip = Clip.from_pcm(pcm, am.DEFAULT_RATE) if pcm else None
     stream = b"".join(am.response_frames(transcript, clip))
     acc = am.StreamAccumulator()
     for event in feed_all(SSEDecoder(), data.draw(splits(stream))):

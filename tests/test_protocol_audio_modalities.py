@@ -1,11 +1,12 @@
-"""The audio-modalities format without sockets: request parsing, S002 frames, and the accumulator
-reading both S002's and OpenAI's chunk shapes."""
+"""The audio-modalities format without sockets: request parsing, the Agora sample's frames (with
+their audio parameters), and the accumulator reading both the sample's and OpenAI's chunk shapes."""
 
 from __future__ import annotations
 
 import base64
 import itertools
 import json
+import re
 
 import numpy as np
 import pytest
@@ -13,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nbtoolkit.audio.clip import Clip
-from nbtoolkit.errors import ProtocolError, ServerError
+from nbtoolkit.errors import ConfigError, ProtocolError, ServerError
 from nbtoolkit.protocols.audio_modalities import (
-    FRAME_BYTES,
+    DEFAULT_RATE,
     OPENAI_RATE,
-    S002_RATE,
+    AudioParams,
     StreamAccumulator,
     build_request,
     error_frame,
@@ -28,7 +29,7 @@ from nbtoolkit.protocols.audio_modalities import (
 from nbtoolkit.protocols.sse import SSEDecoder
 
 
-def tone(seconds: float, rate: int = S002_RATE) -> Clip:
+def tone(seconds: float, rate: int = DEFAULT_RATE) -> Clip:
     t = np.arange(round(seconds * rate)) / rate
     return Clip.from_array(0.3 * np.sin(2 * np.pi * 440 * t), rate)
 
@@ -58,7 +59,7 @@ def test_user_message_with_text_and_wav_audio_round_trips_through_the_parser() -
     assert user.text == "what is this"
     assert user.audio[0].format == "wav"
     decoded = user.clip()
-    assert decoded is not None and decoded.rate == S002_RATE
+    assert decoded is not None and decoded.rate == DEFAULT_RATE
     assert np.array_equal(decoded.samples, clip.samples)
     assert (req.model, req.voice, req.audio_format) == ("m", "v", "pcm16")
 
@@ -156,11 +157,11 @@ def test_a_request_without_a_user_message_has_nothing_to_answer() -> None:
         req.last_user()
 
 
-# --------------------------------------------------------------------------- S002 frames
-def test_s002_answer_is_transcript_then_40ms_frames_then_done() -> None:
+# --------------------------------------------------------------------------- answer frames
+def test_default_answer_is_transcript_then_40ms_frames_then_done() -> None:
     clip = tone(0.5)
     stream = b"".join(response_frames("hello there", clip, ids=("msg1", "aud1")))
-    # data-only frames written as S002's sample server and OpenAI write them: "data: <json>"
+    # data-only frames written as Agora's sample server and OpenAI write them: "data: <json>"
     assert all(line.startswith(b"data: ") for line in stream.split(b"\n") if line)
     datas = events(stream)
     assert datas[-1] == "[DONE]"
@@ -182,9 +183,9 @@ def test_s002_answer_is_transcript_then_40ms_frames_then_done() -> None:
         assert chunk["id"] == "msg1" and audio["id"] == "aud1"
         assert set(audio) == {"id", "data"}
         piece = base64.b64decode(audio["data"])
-        assert len(piece) <= FRAME_BYTES
+        assert len(piece) <= 1280
         pcm += piece
-    assert FRAME_BYTES == 1280
+    assert AudioParams().chunk_bytes == 1280
     assert all(
         len(base64.b64decode(c["choices"][0]["delta"]["audio"]["data"])) == 1280
         for c in chunks[1:-1]
@@ -197,10 +198,10 @@ def test_reply_audio_at_another_rate_is_sent_at_16khz() -> None:
     pcm = b"".join(
         base64.b64decode(json.loads(d)["choices"][0]["delta"]["audio"]["data"]) for d in datas[1:-1]
     )
-    assert len(pcm) == 0.2 * S002_RATE * 2
+    assert len(pcm) == 0.2 * DEFAULT_RATE * 2
 
 
-def test_error_frame_has_s002_shape() -> None:
+def test_error_frame_has_the_agora_sample_shape() -> None:
     (data,) = events(error_frame("engine failed"))
     assert json.loads(data) == {"error": {"message": "engine failed", "type": "server_error"}}
 
@@ -213,14 +214,14 @@ def feed_all(acc: StreamAccumulator, stream: bytes) -> list[str | bytes]:
     return out
 
 
-def test_accumulator_reads_s002_frames_as_16khz_with_the_whole_transcript() -> None:
+def test_accumulator_reads_default_frames_as_16khz_with_the_whole_transcript() -> None:
     clip = tone(0.3)
     acc = StreamAccumulator()
     pieces = feed_all(acc, b"".join(response_frames("one two", clip, ids=("m", "a"))))
     assert pieces[0] == "one two"
     assert all(isinstance(p, bytes) for p in pieces[1:])
     assert acc.done and not acc.openai_like
-    assert acc.rate == S002_RATE
+    assert acc.rate == DEFAULT_RATE
     assert acc.clip() == clip
     assert (acc.message_id, acc.audio_id, acc.usage) == ("m", "a", None)
 
@@ -299,7 +300,7 @@ def test_error_frame_raises_server_error_and_keeps_what_arrived() -> None:
     with pytest.raises(ServerError, match="TTS crashed") as info:
         acc.feed(err)
     assert info.value.code == "server_error"
-    assert acc.transcript == "partial answer" and len(acc.pcm) == FRAME_BYTES
+    assert acc.transcript == "partial answer" and len(acc.pcm) == AudioParams().chunk_bytes
 
 
 def test_malformed_frame_raises_protocol_error_naming_the_frame() -> None:
@@ -322,10 +323,10 @@ def test_frames_after_done_are_ignored() -> None:
     samples=st.lists(st.integers(-32768, 32767), min_size=1, max_size=3000),
     cuts=st.lists(st.integers(0, 10_000), max_size=12),
 )
-def test_any_split_of_an_s002_stream_reassembles_exactly(
+def test_any_split_of_a_default_stream_reassembles_exactly(
     transcript: str, samples: list[int], cuts: list[int]
 ) -> None:
-    clip = Clip(np.array(samples, dtype=np.int16), S002_RATE)
+    clip = Clip(np.array(samples, dtype=np.int16), DEFAULT_RATE)
     stream = b"".join(response_frames(transcript, clip))
     bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
     decoder, acc = SSEDecoder(), StreamAccumulator()
@@ -335,3 +336,104 @@ def test_any_split_of_an_s002_stream_reassembles_exactly(
     assert acc.done
     assert acc.transcript == transcript
     assert acc.clip() == clip
+
+
+# --------------------------------------------------------------------------- audio parameters
+def _audio_pieces(stream: bytes) -> list[bytes]:
+    datas = events(stream)[1:-1]  # between the transcript frame and [DONE]
+    return [base64.b64decode(json.loads(d)["choices"][0]["delta"]["audio"]["data"]) for d in datas]
+
+
+@pytest.mark.parametrize(
+    ("rate", "ms", "chunk"),
+    [(16000, 40, 1280), (24000, 20, 960), (48000, 10, 960), (8000, 100, 1600), (22050, 40, 1764)],
+)
+def test_chunk_bytes_are_rate_times_two_times_duration(rate: int, ms: int, chunk: int) -> None:
+    params = AudioParams(rate, ms)
+    assert params.chunk_bytes == chunk
+    clip = tone(0.5, 16000)
+    pieces = _audio_pieces(b"".join(response_frames("x", clip, params=params)))
+    assert {len(p) for p in pieces[:-1]} == {chunk} and 0 < len(pieces[-1]) <= chunk
+    # the clip is resampled to the served rate: half a second of it
+    assert sum(map(len, pieces)) == rate  # 0.5 s × rate × 2 bytes
+
+
+@pytest.mark.parametrize(
+    ("rate", "ms", "message"),
+    [
+        (0, 40, "sample_rate=0"),
+        (192000, 40, "sample_rate=192000"),
+        (16000.0, 40, "sample_rate=16000.0"),
+        (True, 40, "sample_rate=True"),
+        (16000, 0, "chunk_ms=0"),
+        (16000, -40, "chunk_ms=-40"),
+        (16000, 5000, "chunk_ms=5000"),
+        (16000, "40", "chunk_ms='40'"),
+        (11025, 10, "110.25 samples"),
+    ],
+)
+def test_nonsense_audio_parameters_are_a_config_error_that_says_why(
+    rate: object, ms: object, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        AudioParams(rate, ms)  # type: ignore[arg-type]
+    assert info.value.fix  # every error says what to do instead
+
+
+def test_raw_pcm_input_is_read_at_the_rate_it_is_given() -> None:
+    clip = tone(0.25, 24000)
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "input_audio",
+                        "input_audio": {
+                            "data": base64.b64encode(clip.to_pcm()).decode(),
+                            "format": "pcm16",
+                        },
+                    }
+                ],
+            }
+        ]
+    }
+    user = parse_request(body).last_user()
+    assert user.clip(24000) == clip
+    decoded = user.clip()
+    assert decoded is not None and decoded.rate == DEFAULT_RATE  # the default when none is given
+
+
+def test_accumulator_with_the_servers_chunk_ms_reads_a_matching_stream() -> None:
+    params = AudioParams(24000, 20)
+    clip = tone(0.3, 24000)
+    acc = StreamAccumulator(rate_override=24000, chunk_ms=20)
+    feed_all(acc, b"".join(response_frames("ok", clip, params=params)))
+    assert acc.done and acc.clip() == clip
+
+
+def test_accumulator_told_other_parameters_than_the_server_raises_naming_both() -> None:
+    stream = b"".join(response_frames("ok", tone(0.3, 24000), params=AudioParams(24000, 40)))
+    acc = StreamAccumulator(chunk_ms=40)  # the default 16 kHz: 1280-byte chunks expected
+    with pytest.raises(ProtocolError, match=r"1920 bytes.*1280 bytes \(16000 Hz") as info:
+        feed_all(acc, stream)
+    assert "sample_rate=" in (info.value.fix or "")
+    assert acc.transcript == "ok"  # what arrived before is kept
+
+
+def test_a_short_chunk_before_the_last_is_refused_when_chunks_are_checked() -> None:
+    def frame(n: int) -> str:
+        data = base64.b64encode(bytes(n)).decode()
+        return json.dumps(
+            {"id": "m", "choices": [{"index": 0, "delta": {"audio": {"data": data}}}]}
+        )
+
+    acc = StreamAccumulator(chunk_ms=40)
+    acc.feed(frame(1280))
+    acc.feed(frame(600))  # may be the last
+    with pytest.raises(ProtocolError, match="600 bytes"):
+        acc.feed(frame(1280))
+    unchecked = StreamAccumulator()
+    for n in (1280, 600, 1280):
+        unchecked.feed(frame(n))
+    assert len(unchecked.pcm) == 3160

@@ -29,6 +29,9 @@ from nbtoolkit.errors import (
 from nbtoolkit.events import AudioDelta, TextDelta
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.protocols.audio_modalities import (
+    DEFAULT_CHUNK_MS,
+    DEFAULT_RATE,
+    AudioParams,
     StreamAccumulator,
     build_request,
     user_message,
@@ -59,7 +62,10 @@ class AudioModalitiesClient(Client):
     **Audio rate.** The format does not say its sample rate. The stream's audio is taken as the
     Agora sample's 16 kHz unless the stream looks like OpenAI's (a chunk with
     ``object``/``created``/``model``, ``expires_at``, a ``finish_reason`` or ``usage``), then
-    24 kHz; ``rate=`` overrides both. See
+    24 kHz; ``sample_rate=`` overrides both. ``chunk_ms=`` (the server's chunk duration, e.g. the
+    sample's 40) makes the client check that every chunk but the last is ``rate × 2 × chunk_ms``
+    bytes, so a server streaming another rate is a clear :class:`ProtocolError`, not audio at the
+    wrong speed. Both are validated (:class:`ConfigError`). See
     :class:`~nbtoolkit.protocols.audio_modalities.StreamAccumulator`.
 
     **Retries** (``retry``): connect errors, 408/409/429 and 5xx, before the stream starts only; a
@@ -83,7 +89,8 @@ class AudioModalitiesClient(Client):
         endpoints: Endpoints | None = None,
         model: str = "",
         voice: str | None = None,
-        rate: int | None = None,
+        sample_rate: int | None = None,
+        chunk_ms: int | None = None,
         ledger: Ledger | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 60.0,
@@ -113,7 +120,13 @@ class AudioModalitiesClient(Client):
         super().__init__(endpoints, model=model, ledger=ledger, retry=retry, timeout=timeout)
         self.url = url
         self._key = api_key if isinstance(api_key, Secret) else Secret(api_key)
-        self.rate = rate
+        # each checked, and as a pair (a chunk must hold whole samples): ConfigError if not
+        AudioParams(
+            DEFAULT_RATE if sample_rate is None else sample_rate,
+            DEFAULT_CHUNK_MS if chunk_ms is None else chunk_ms,
+        )
+        self.sample_rate = sample_rate
+        self.chunk_ms = chunk_ms
         self.voice = voice
         self._loopback = urlparse(url).hostname in LOOPBACK_HOSTS
         self._http = httpx.Client(
@@ -149,7 +162,7 @@ class AudioModalitiesClient(Client):
         ledger.check(local=self.local)
         self.last_reply = None
         t0 = time.monotonic()
-        acc = StreamAccumulator(rate_override=self.rate)
+        acc = StreamAccumulator(rate_override=self.sample_rate, chunk_ms=self.chunk_ms)
         first: list[float] = []
         response = self._open(body)
         try:

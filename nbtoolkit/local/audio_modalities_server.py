@@ -25,10 +25,16 @@ from nbtoolkit.backends.omni import OmniRealtime
 from nbtoolkit.config import LOOPBACK_HOSTS, Secret
 from nbtoolkit.errors import ConfigError, ProtocolError
 from nbtoolkit.local.engine import Engine
+from nbtoolkit.local.engine.tts import ESPEAK_RATE
 from nbtoolkit.local.faults import Faults
 from nbtoolkit.local.routes.audio_modalities import build_router
 from nbtoolkit.local.server import LocalServer
-from nbtoolkit.protocols.audio_modalities import PATH, S002_RATE
+from nbtoolkit.protocols.audio_modalities import (
+    DEFAULT_CHUNK_MS,
+    DEFAULT_RATE,
+    PATH,
+    AudioParams,
+)
 
 __all__ = ["AnswerFn", "AudioModalitiesServer", "serve_audio_modalities"]
 
@@ -58,8 +64,9 @@ class _Adapter:
             return None
         if self._engine is None:
             self._engine = Engine()
-        pcm = self._engine.synthesize(text, rate=S002_RATE)
-        return Clip.from_array(pcm, S002_RATE) if len(pcm) else None
+        # eSpeak's own rate: the route resamples once, to the served rate
+        pcm = self._engine.synthesize(text, rate=ESPEAK_RATE)
+        return Clip.from_array(pcm, ESPEAK_RATE) if len(pcm) else None
 
     def answer(self, text: str, audio: Clip | None) -> tuple[str, Clip | None]:
         with self._lock:
@@ -122,6 +129,8 @@ def serve_audio_modalities(
     port: int = 0,
     token: str | None = None,
     engine: Engine | None = None,
+    sample_rate: int = DEFAULT_RATE,
+    chunk_ms: int = DEFAULT_CHUNK_MS,
 ) -> AudioModalitiesServer:
     """Serve ``backend`` as ``POST /audio/chat/completions`` (the Agora sample's frames) in a
     background thread.
@@ -134,10 +143,14 @@ def serve_audio_modalities(
     hears speech only, so a text-only request is spoken to it by that TTS first; the server closes
     an OmniRealtime on :meth:`~AudioModalitiesServer.stop`.
 
-    Requests are answered one at a time. Reply audio is resampled to 16 kHz. Callers must send
+    Requests are answered one at a time. Reply audio is streamed as PCM16 mono at ``sample_rate``
+    Hz in chunks of ``chunk_ms`` (the Agora sample's parameters, default 16000 Hz and 40 ms: 1280
+    bytes; configure Agora's side, or an ``AudioModalitiesClient``, with the same values); they
+    are checked at once (:class:`ConfigError`). Callers must send
     ``Authorization: Bearer <token>`` (``token`` or a random one, see ``.token``). The default host is
     loopback; another host serves plain HTTP to the network, so prefer a TLS tunnel to 127.0.0.1.
     """
+    params = AudioParams(sample_rate, chunk_ms)  # before anything connects: may raise
     adapter = _Adapter(backend, engine)
 
     async def answer(
@@ -149,7 +162,7 @@ def serve_audio_modalities(
     app.state.token = token or secrets.token_urlsafe(24)
     app.state.faults = Faults()
     app.state.engine = engine
-    app.include_router(build_router(answer))
+    app.include_router(build_router(answer, params))
     if host not in LOOPBACK_HOSTS:
         log.warning("serving audio-modalities on %s over plain HTTP; prefer a TLS tunnel", host)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

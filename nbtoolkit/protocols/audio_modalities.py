@@ -1,15 +1,23 @@
-"""The audio-modalities chat format (sans-I/O): requests, S002 frames, and a chunk accumulator.
+"""The audio-modalities chat format (sans-I/O): requests, answer frames, and a chunk accumulator.
 
 Agora's conversational engine can call a custom LLM at ``POST /audio/chat/completions`` that answers
-in data-only SSE (reference §6, §7.4; seed S002):
+in data-only SSE. Agora's sample server (``server-audio-modalities`` in Agora's AI recipes,
+https://github.com/alienzh/Agora-AI-Recipes-Starter/tree/main/server-audio-modalities) sends:
 
 1. one transcript frame ``{"id", "choices": [{"index": 0, "delta": {"audio": {"id", "transcript"}},
    "finish_reason": null}]}``,
-2. audio frames with the same ids whose ``delta.audio.data`` is base64 PCM16 mono at 16 kHz, 40 ms
-   (1280 bytes) each,
+2. audio frames with the same ids whose ``delta.audio.data`` is base64 PCM16 mono,
 3. ``data: [DONE]``.
 
 A failure after the stream has begun is one frame ``{"error": {"message", "type": "server_error"}}``.
+
+**Audio parameters** (:class:`AudioParams`). The sample documents two: the sample rate (default
+16 kHz) and the chunk duration (default 40 ms); a chunk is ``sample_rate × 2 × duration`` bytes
+(1280 by default, the last one may be shorter). They are *server configuration* in the sample
+(set in its ``audio_modalities.py``), not request fields: the request carries no rate, and the
+stream never announces one. So a server chooses them when it starts, and a client must be told the
+same values (Agora's engine is configured with them the same way). Rates from 8 to 48 kHz and chunks
+of 10 ms to 1 s are accepted, when a chunk holds a whole number of samples.
 
 OpenAI's chat-completions audio output uses the same ``delta.audio`` object, but streams the
 transcript in pieces, the audio at 24 kHz, an ``expires_at`` on the last audio update, a final
@@ -28,17 +36,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbtoolkit.audio.clip import Clip
-from nbtoolkit.errors import ProtocolError, ServerError
+from nbtoolkit.errors import ConfigError, ProtocolError, ServerError
 from nbtoolkit.protocols.sse import encode
 from nbtoolkit.results import Usage
 
 __all__ = [
+    "DEFAULT_CHUNK_MS",
+    "DEFAULT_RATE",
     "DONE",
-    "FRAME_BYTES",
-    "FRAME_MS",
     "OPENAI_RATE",
     "PATH",
-    "S002_RATE",
+    "AudioParams",
     "ChatRequest",
     "InputAudio",
     "Message",
@@ -55,17 +63,72 @@ __all__ = [
 ]
 
 PATH = "/audio/chat/completions"
-#: S002's audio: PCM16 mono at 16 kHz in 40 ms frames of 1280 bytes.
-S002_RATE = 16000
-FRAME_MS = 40
-FRAME_BYTES = S002_RATE * 2 * FRAME_MS // 1000
+#: Agora's sample: PCM16 mono at 16 kHz in 40 ms chunks (1280 bytes).
+DEFAULT_RATE = 16000
+DEFAULT_CHUNK_MS = 40
 #: OpenAI's streamed ``pcm16`` output rate.
 OPENAI_RATE = 24000
 DONE = "[DONE]"
 
+#: The accepted ranges of the audio parameters (telephone to studio rates; 10 ms to 1 s chunks).
+RATE_RANGE = (8000, 48000)
+CHUNK_MS_RANGE = (10, 1000)
+
 #: ``input_audio.format`` values accepted, and how to read them. Raw ``pcm16`` input carries no rate;
-#: we take S002's 16 kHz (a guess: neither S002 nor OpenAI documents raw PCM input).
+#: it is taken at the server's sample rate (a guess: neither Agora's sample nor OpenAI documents raw
+#: PCM input).
 _AUDIO_FORMATS = ("wav", "mp3", "pcm16", "pcm")
+
+
+# --------------------------------------------------------------------------- audio parameters
+def check_sample_rate(value: object) -> int:
+    """``value`` as a sample rate in Hz, or :class:`ConfigError` saying what is wrong with it."""
+    lo, hi = RATE_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(
+            f"sample_rate={value!r} is not a sample rate the format can carry",
+            f"pass a whole number of Hz from {lo} to {hi} (Agora's sample uses {DEFAULT_RATE})",
+        )
+    return value
+
+
+def check_chunk_ms(value: object) -> int:
+    """``value`` as a chunk duration in ms, or :class:`ConfigError` saying what is wrong with it."""
+    lo, hi = CHUNK_MS_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(
+            f"chunk_ms={value!r} is not a chunk duration the format can carry",
+            f"pass a whole number of milliseconds from {lo} to {hi} (Agora's sample uses "
+            f"{DEFAULT_CHUNK_MS})",
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class AudioParams:
+    """The audio a server streams: PCM16 mono at ``sample_rate`` Hz in chunks of ``chunk_ms``.
+
+    Raises :class:`ConfigError` for values out of range, or a chunk that is not a whole number of
+    samples (e.g. 11025 Hz in 10 ms chunks: 110.25 samples).
+    """
+
+    sample_rate: int = DEFAULT_RATE
+    chunk_ms: int = DEFAULT_CHUNK_MS
+
+    def __post_init__(self) -> None:
+        check_sample_rate(self.sample_rate)
+        check_chunk_ms(self.chunk_ms)
+        if self.sample_rate * self.chunk_ms % 1000:
+            raise ConfigError(
+                f"{self.chunk_ms} ms at {self.sample_rate} Hz is "
+                f"{self.sample_rate * self.chunk_ms / 1000:g} samples, not a whole number",
+                "choose a chunk duration that holds whole samples (e.g. 20 or 40 ms)",
+            )
+
+    @property
+    def chunk_bytes(self) -> int:
+        """Bytes in one full chunk: ``sample_rate × 2 × chunk_ms / 1000`` (PCM16 mono)."""
+        return self.sample_rate * 2 * self.chunk_ms // 1000
 
 
 # --------------------------------------------------------------------------- requests
@@ -76,10 +139,10 @@ class InputAudio:
     data: bytes
     format: str
 
-    def to_clip(self) -> Clip:
-        """Decode to a Clip (raw PCM16 is taken as 16 kHz mono)."""
+    def to_clip(self, rate: int = DEFAULT_RATE) -> Clip:
+        """Decode to a Clip (raw PCM16 carries no rate: it is taken as mono at ``rate`` Hz)."""
         if self.format in ("pcm16", "pcm"):
-            return Clip.from_pcm(self.data, S002_RATE)
+            return Clip.from_pcm(self.data, rate)
         return Clip.load(self.data)
 
 
@@ -92,9 +155,10 @@ class Message:
     audio: tuple[InputAudio, ...] = ()
     images: tuple[bytes, ...] = ()
 
-    def clip(self) -> Clip | None:
-        """All of the message's audio parts as one Clip (None when it has none)."""
-        clips = [part.to_clip() for part in self.audio]
+    def clip(self, rate: int = DEFAULT_RATE) -> Clip | None:
+        """All of the message's audio parts as one Clip (None when it has none); raw PCM16 parts
+        are taken at ``rate`` Hz."""
+        clips = [part.to_clip(rate) for part in self.audio]
         if not clips:
             return None
         out = clips[0]
@@ -138,7 +202,7 @@ def _b64(value: Any, what: str) -> bytes:
 
 
 def _image(part: Mapping[str, Any]) -> bytes:
-    # OpenAI nests the URL ({"image_url": {"url": ...}}); S002's sample server has a bare string.
+    # OpenAI nests the URL ({"image_url": {"url": ...}}); Agora's sample server has a bare string.
     ref = part.get("image_url")
     url = ref.get("url") if isinstance(ref, Mapping) else ref
     if not isinstance(url, str) or not url.startswith("data:") or "," not in url:
@@ -165,7 +229,7 @@ def _message(raw: Any) -> Message:
     images: list[bytes] = []
     for part in content:
         if isinstance(part, str):
-            texts.append(part)  # S002's sample accepts bare strings in system content
+            texts.append(part)  # Agora's sample accepts bare strings in system content
             continue
         kind = part.get("type") if isinstance(part, Mapping) else None
         if kind == "text":
@@ -192,7 +256,7 @@ def _message(raw: Any) -> Message:
 def parse_request(body: bytes | str | Mapping[str, Any]) -> ChatRequest:
     """Parse a request body. Raises :class:`ProtocolError` (status 400) when it is not usable.
 
-    ``stream`` defaults to true, as in S002's sample server.
+    ``stream`` defaults to true, as in Agora's sample server.
     """
     if isinstance(body, (bytes, str)):
         try:
@@ -256,7 +320,7 @@ def build_request(
 
 # --------------------------------------------------------------------------- frames (server side)
 def new_ids() -> tuple[str, str]:
-    """A fresh (message id, audio id) pair, as S002's sample makes them."""
+    """A fresh (message id, audio id) pair, as Agora's sample makes them."""
     return uuid.uuid4().hex, uuid.uuid4().hex
 
 
@@ -279,7 +343,7 @@ def transcript_frame(msg_id: str, audio_id: str, transcript: str) -> bytes:
 
 
 def audio_frames(
-    msg_id: str, audio_id: str, pcm: bytes, frame_bytes: int = FRAME_BYTES
+    msg_id: str, audio_id: str, pcm: bytes, frame_bytes: int = AudioParams().chunk_bytes
 ) -> Iterator[bytes]:
     """Frames of base64 PCM, ``frame_bytes`` each (the last may be shorter)."""
     for i in range(0, len(pcm), frame_bytes):
@@ -293,18 +357,23 @@ def done_frame() -> bytes:
 
 
 def error_frame(message: str) -> bytes:
-    """A failure after the stream has begun (S002's sample server sends this shape)."""
+    """A failure after the stream has begun (Agora's sample server sends this shape)."""
     return _frame({"error": {"message": message, "type": "server_error"}})
 
 
 def response_frames(
-    transcript: str, clip: Clip | None, ids: tuple[str, str] | None = None
+    transcript: str,
+    clip: Clip | None,
+    ids: tuple[str, str] | None = None,
+    params: AudioParams = AudioParams(),
 ) -> Iterator[bytes]:
-    """A whole S002 answer: transcript frame, 16 kHz audio frames, ``[DONE]``."""
+    """A whole answer: transcript frame, audio frames (``clip`` resampled to ``params.sample_rate``,
+    ``params.chunk_bytes`` each), ``[DONE]``."""
     msg_id, audio_id = ids or new_ids()
     yield transcript_frame(msg_id, audio_id, transcript)
     if clip is not None:
-        yield from audio_frames(msg_id, audio_id, clip.resample(S002_RATE).to_pcm())
+        pcm = clip.resample(params.sample_rate).to_pcm()
+        yield from audio_frames(msg_id, audio_id, pcm, params.chunk_bytes)
     yield done_frame()
 
 
@@ -313,17 +382,24 @@ def response_frames(
 class StreamAccumulator:
     """Feed the ``data`` of each SSE event; collect transcript, PCM, rate and usage.
 
-    Reads S002 frames and OpenAI chat-completion audio chunks alike. :meth:`feed` returns the new
-    pieces of that event, in order: ``str`` for transcript text, ``bytes`` for PCM16.
+    Reads Agora's sample frames and OpenAI chat-completion audio chunks alike. :meth:`feed` returns
+    the new pieces of that event, in order: ``str`` for transcript text, ``bytes`` for PCM16.
 
     **Sample-rate rule** (the rate is never announced in-band): a stream *looks like OpenAI's* once
     any chunk carries ``object``, ``created`` or ``model``, an ``expires_at``, a non-null
-    ``finish_reason`` or ``usage``; its audio is then 24 kHz. Otherwise it is S002's 16 kHz. OpenAI
-    puts ``object``/``created``/``model`` on every chunk, so the rate is settled by the first one.
-    ``rate_override`` (e.g. a client's ``rate=``) wins over the rule.
+    ``finish_reason`` or ``usage``; its audio is then 24 kHz. Otherwise it is Agora's default
+    16 kHz. OpenAI puts ``object``/``created``/``model`` on every chunk, so the rate is settled by
+    the first one. ``rate_override`` (a client's ``sample_rate=``) wins over the rule.
+
+    **Chunk check.** With ``chunk_ms`` (a client's ``chunk_ms=``), every audio frame but the last
+    must hold exactly ``rate × 2 × chunk_ms / 1000`` bytes, as the server's parameters make them:
+    a frame of another size means the server streams another rate or chunk duration than the
+    client was told, which would play the audio at the wrong speed, so it is a
+    :class:`ProtocolError` that names both. Without ``chunk_ms`` frames may have any size.
     """
 
     rate_override: int | None = None
+    chunk_ms: int | None = None
     transcript_parts: list[str] = field(default_factory=list)
     pcm: bytearray = field(default_factory=bytearray)
     message_id: str | None = None
@@ -334,6 +410,8 @@ class StreamAccumulator:
     openai_like: bool = False
     done: bool = False
     events: int = 0
+    #: the size of an audio frame shorter than a chunk: only the last frame may be one
+    short_frame: int | None = None
 
     @property
     def transcript(self) -> str:
@@ -344,7 +422,7 @@ class StreamAccumulator:
         """The audio's sample rate by the rule above."""
         if self.rate_override:
             return self.rate_override
-        return OPENAI_RATE if self.openai_like else S002_RATE
+        return OPENAI_RATE if self.openai_like else DEFAULT_RATE
 
     def clip(self) -> Clip | None:
         """The audio so far (None when none arrived)."""
@@ -429,9 +507,25 @@ class StreamAccumulator:
                     f"Stream frame {self.events} has audio data that is not base64",
                     "check the server's output",
                 ) from None
+            self._check_chunk(len(pcm))
             self.pcm.extend(pcm)
             out.append(pcm)
         return out
+
+    def _check_chunk(self, size: int) -> None:
+        if self.chunk_ms is None:
+            return
+        expected = self.rate * 2 * self.chunk_ms // 1000
+        if size > expected or self.short_frame is not None:
+            got = self.short_frame if self.short_frame is not None else size
+            raise ProtocolError(
+                f"Stream frame {self.events}: an audio chunk of {got} bytes before the last one, "
+                f"where every chunk should be {expected} bytes ({self.rate} Hz × 2 bytes × "
+                f"{self.chunk_ms} ms): the server streams another sample rate or chunk duration",
+                "pass the server's sample_rate= and chunk_ms= (Agora's sample: 16000 and 40)",
+            )
+        if size < expected:
+            self.short_frame = size
 
 
 def _usage(raw: Mapping[str, Any], model: str) -> Usage:

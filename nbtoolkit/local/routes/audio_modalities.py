@@ -1,18 +1,28 @@
-"""``POST /audio/chat/completions``: the audio-modalities SSE format Agora's engine calls (seed S002).
+"""``POST /audio/chat/completions``: the audio-modalities SSE format Agora's engine calls.
 
 The body is OpenAI-style (``messages`` with text and ``input_audio`` parts, ``stream``,
-``modalities``, ``audio``); the answer is S002's frames (see :mod:`nbtoolkit.protocols.audio_modalities`).
+``modalities``, ``audio``); the answer is the frames of Agora's sample server
+(https://github.com/alienzh/Agora-AI-Recipes-Starter/tree/main/server-audio-modalities, see
+:mod:`nbtoolkit.protocols.audio_modalities`).
 
-Differences from S002, on purpose:
+**Audio parameters.** As in Agora's sample, the sample rate and the chunk duration of the answer's
+audio are the *server's* configuration (the sample sets them in code; the request has no field for
+them): :func:`build_router` takes an :class:`~nbtoolkit.protocols.audio_modalities.AudioParams`,
+default 16 kHz in 40 ms chunks (1280 bytes). The local server serves the defaults;
+:func:`nbtoolkit.serve_audio_modalities` takes ``sample_rate=`` and ``chunk_ms=``. Raw ``pcm16``
+input audio is read at the same rate.
 
-* **Auth.** S002 accepts *any* ``Authorization`` value; ours wants the server's token (the local
-  server is a credentialed service on this machine), so configure Agora's ``api_key`` with it.
+Differences from Agora's sample, on purpose:
+
+* **Auth.** The sample accepts *any* ``Authorization`` value; ours wants the server's token (the
+  local server is a credentialed service on this machine), so configure Agora's ``api_key`` with it.
 * **Errors before the stream** are DashScope-shaped JSON (``{"code", "message", "request_id"}``)
-  with the HTTP status; S002's sample returns FastAPI's ``{"detail"}``. 400 when ``stream`` is false,
-  as in S002.
+  with the HTTP status; the sample returns FastAPI's ``{"detail"}``. 400 when ``stream`` is false,
+  as in the sample.
 
-:func:`build_router` serves any answerer; the local server's is the offline engine, and
-:func:`nbtoolkit.backends.audio_modalities.serve_audio_modalities` reuses it for other backends.
+:func:`build_router` serves any answerer; the local server's is the offline engine (answering in
+the language of the question, spoken with the Mandarin voice when the answer is Chinese), and
+:func:`nbtoolkit.serve_audio_modalities` reuses it for other backends.
 """
 
 from __future__ import annotations
@@ -28,12 +38,13 @@ from starlette.applications import Starlette
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.errors import AudioError, ProtocolError
 from nbtoolkit.local.auth import check_http
+from nbtoolkit.local.engine.tts import ESPEAK_RATE
 from nbtoolkit.local.faults import Faults
 from nbtoolkit.local.routes import run_engine
 from nbtoolkit.local.server import MAX_HTTP_BODY
 from nbtoolkit.protocols.audio_modalities import (
     PATH,
-    S002_RATE,
+    AudioParams,
     error_frame,
     parse_request,
     response_frames,
@@ -84,12 +95,15 @@ async def _read_body(request: Request) -> bytes:
 
 
 async def _frames(
-    app: Starlette, produce: Callable[[], Awaitable[tuple[str, Clip | None]]], faults: Faults
+    app: Starlette,
+    produce: Callable[[], Awaitable[tuple[str, Clip | None]]],
+    faults: Faults,
+    params: AudioParams,
 ) -> AsyncIterator[bytes]:
     try:
         text, clip = await produce()
-        frames = await run_engine(app, lambda: list(response_frames(text, clip)))
-    except Exception as exc:  # the stream has begun: report in-band, as S002's sample does
+        frames = await run_engine(app, lambda: list(response_frames(text, clip, params=params)))
+    except Exception as exc:  # the stream has begun: report in-band, as Agora's sample does
         log.warning("audio-modalities answer failed: %s", exc)
         await faults.pace()
         yield error_frame(f"{type(exc).__name__}: {exc}")
@@ -105,9 +119,12 @@ async def _frames(
         yield frame
 
 
-def build_router(answer: Answer) -> APIRouter:
+def build_router(
+    answer: Answer,
+    params: AudioParams = AudioParams(),  # noqa: B008 - frozen dataclass, safe as a default
+) -> APIRouter:
     """A router serving ``POST /audio/chat/completions`` with ``answer`` (auth: the app's token;
-    faults: ``app.state.faults``)."""
+    faults: ``app.state.faults``); the answer's audio is streamed with ``params`` (rate, chunks)."""
     router = APIRouter()
 
     @router.post(PATH, dependencies=[Depends(check_http)])
@@ -118,15 +135,16 @@ def build_router(answer: Answer) -> APIRouter:
             chat = parse_request(await _read_body(request))
             if not chat.stream:
                 raise ProtocolError(
-                    "chat completions require streaming", "send 'stream': true (S002 streams only)"
+                    "chat completions require streaming",
+                    "send 'stream': true (the format streams only)",
                 )
             user = chat.last_user()
-            clip = await run_engine(request.app, user.clip)
+            clip = await run_engine(request.app, user.clip, params.sample_rate)
         except (ProtocolError, AudioError) as exc:
             raise _refuse(400, str(exc)) from None
         produce = partial(answer, request, user.text, clip, user.images)
         return StreamingResponse(
-            _frames(request.app, produce, faults),
+            _frames(request.app, produce, faults, params),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
@@ -137,13 +155,16 @@ def build_router(answer: Answer) -> APIRouter:
 async def engine_answer(
     request: Request, text: str, audio: Clip | None, images: Sequence[bytes]
 ) -> tuple[str, Clip | None]:
-    """The offline engine's answer, spoken by its TTS at S002's 16 kHz."""
+    """The offline engine's answer, in the language of the question, spoken by its TTS in that
+    language at eSpeak's own rate (the route resamples it once, to the served rate)."""
     engine = request.app.state.engine
     reply = await run_engine(request.app, engine.respond, text, audio=audio, images=images)
     if not reply.text:
         return "", None
-    pcm = await run_engine(request.app, engine.synthesize, reply.text, rate=S002_RATE)
-    return reply.text, Clip.from_array(pcm, S002_RATE) if len(pcm) else None
+    pcm = await run_engine(
+        request.app, engine.synthesize, reply.text, rate=ESPEAK_RATE, lang=reply.lang
+    )
+    return reply.text, Clip.from_array(pcm, ESPEAK_RATE) if len(pcm) else None
 
 
 router = build_router(engine_answer)
