@@ -3,10 +3,12 @@
 Start with ``nbtoolkit.connect()``; see the notebooks in ``notebooks/`` for each feature.
 """
 
+import importlib
+
 from nbtoolkit.audio import Clip
 from nbtoolkit.cassettes import record, replay
 from nbtoolkit.config import Endpoints, Secret
-from nbtoolkit.connection import connect
+from nbtoolkit.connection import connect, local_server
 from nbtoolkit.errors import (
     AudioError,
     AuthError,
@@ -21,7 +23,8 @@ from nbtoolkit.errors import (
     ServerError,
 )
 from nbtoolkit.ledger import Ledger, session_ledger, set_session_budget
-from nbtoolkit.results import Reply, Timeline, Turn, Usage
+from nbtoolkit.results import Reply, Timeline, Usage
+from nbtoolkit.retry import RetryPolicy
 
 __version__ = "0.1.0"
 
@@ -31,20 +34,33 @@ _LAZY = {
     "QwenAudio": "nbtoolkit.backends.qwen_audio",
     "Chat": "nbtoolkit.backends.qwen_audio",
     "Dialog": "nbtoolkit.backends.dialog",
+    "DialogLive": "nbtoolkit.backends.dialog_live",
     "OmniRealtime": "nbtoolkit.backends.omni",
+    "ReconnectPolicy": "nbtoolkit.backends.omni",
     "AudioModalitiesClient": "nbtoolkit.backends.audio_modalities",
     "serve_audio_modalities": "nbtoolkit.local.audio_modalities_server",
     "Recorder": "nbtoolkit.widgets",
     "Player": "nbtoolkit.widgets",
+    "is_headless": "nbtoolkit.widgets",
+    "clip_from_ipywebrtc": "nbtoolkit.widgets",
+    "play": "nbtoolkit.display",
+    "plot_waveform": "nbtoolkit.display",
+    "plot_spectrogram": "nbtoolkit.display",
+    "plot_timeline": "nbtoolkit.display",
+    "plot_usage": "nbtoolkit.display",
     "VoiceChat": "nbtoolkit.voice_chat",
     "run_batch": "nbtoolkit.batch",
+    "quoted": "nbtoolkit.batch",
+    "wer": "nbtoolkit.batch",
+    "spoken": "nbtoolkit.demo",
+    "words": "nbtoolkit.demo",
 }
 
 
 def __getattr__(name: str) -> object:
+    if name == "events":
+        return importlib.import_module("nbtoolkit.events")
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'nbtoolkit' has no attribute {name!r}")
 
@@ -60,6 +76,7 @@ __all__ = [
     "ConfigError",
     "ConnectionLost",
     "Dialog",
+    "DialogLive",
     "Endpoints",
     "ImageError",
     "Ledger",
@@ -69,19 +86,33 @@ __all__ = [
     "ProtocolError",
     "QwenAudio",
     "RateLimited",
+    "ReconnectPolicy",
     "Recorder",
     "Reply",
+    "RetryPolicy",
     "Secret",
     "ServerError",
     "Timeline",
-    "Turn",
     "Usage",
     "VoiceChat",
+    "clip_from_ipywebrtc",
     "connect",
+    "events",
+    "is_headless",
+    "local_server",
+    "play",
+    "plot_spectrogram",
+    "plot_timeline",
+    "plot_usage",
+    "plot_waveform",
+    "quoted",
     "record",
     "replay",
     "run_batch",
     "serve_audio_modalities",
     "session_ledger",
     "set_session_budget",
+    "spoken",
+    "wer",
+    "words",
 ]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pytest
 
@@ -47,3 +48,10 @@ def faulty_server(server) -> Iterator:  # type: ignore[no-untyped-def]
 def engine(server):  # type: ignore[no-untyped-def]
     """The engine the session server uses (TTS for test speech, ASR for checking words)."""
     return server.engine
+
+
+def text_deltas(events: Iterable[Any]) -> Iterator[str]:
+    """The text pieces of a ``client.stream(...)``, in order (the other events are skipped)."""
+    for event in events:
+        if event.type == "text.delta":
+            yield event.delta

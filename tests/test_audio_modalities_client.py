@@ -3,9 +3,7 @@ exposing other backends in the same format."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 from typing import Any
 
 import httpx
@@ -15,8 +13,11 @@ from conftest import timeout
 from test_protocol_audio_modalities import openai_stream
 from test_server_audio_modalities import assert_says, words
 
+from nbtoolkit import serve_audio_modalities
 from nbtoolkit.audio.clip import Clip
-from nbtoolkit.backends.audio_modalities import AudioModalitiesClient, serve_audio_modalities
+from nbtoolkit.backends.audio_modalities import AudioModalitiesClient
+from nbtoolkit.backends.dialog import Dialog
+from nbtoolkit.backends.omni import OmniRealtime
 from nbtoolkit.errors import (
     AuthError,
     ConnectionLost,
@@ -26,7 +27,7 @@ from nbtoolkit.errors import (
 )
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.local import Faults
-from nbtoolkit.results import Reply, Turn
+from nbtoolkit.results import Reply
 from nbtoolkit.retry import RetryPolicy
 
 FAST_RETRY = RetryPolicy(max_retries=2, initial=0.01, maximum=0.05)
@@ -36,7 +37,7 @@ def client(server: Any, **kw: Any) -> AudioModalitiesClient:
     kw.setdefault("ledger", Ledger())
     kw.setdefault("timeout", timeout(60))
     kw.setdefault("retry", FAST_RETRY)
-    return AudioModalitiesClient(server.endpoints.audio_modalities_url, server.token, **kw)
+    return AudioModalitiesClient(server.endpoints.audio_modalities_url, api_key=server.token, **kw)
 
 
 def tone(seconds: float, rate: int) -> Clip:
@@ -45,9 +46,9 @@ def tone(seconds: float, rate: int) -> Clip:
 
 
 # --------------------------------------------------------------------------- against the server
-def test_complete_returns_transcript_and_16khz_speech_and_records_the_call(server, engine) -> None:
+def test_ask_returns_transcript_and_16khz_speech_and_records_the_call(server, engine) -> None:
     ledger = Ledger()
-    reply = client(server, ledger=ledger).complete("one plus one equals what")
+    reply = client(server, ledger=ledger).ask(text="one plus one equals what")
     assert "two" in words(reply.text)
     assert reply.audio is not None and reply.audio.rate == 16000
     assert_says(engine, reply.audio, reply.text)
@@ -60,7 +61,11 @@ def test_complete_returns_transcript_and_16khz_speech_and_records_the_call(serve
 
 def test_stream_yields_the_transcript_then_audio_pieces(server) -> None:
     c = client(server)
-    pieces = list(c.stream("one plus one equals what"))
+    pieces = [
+        e.delta if e.type == "text.delta" else e.audio
+        for e in c.stream(text="one plus one equals what")
+        if e.type in ("text.delta", "audio.delta")
+    ]
     assert isinstance(pieces[0], str) and "two" in words(pieces[0])
     clips = pieces[1:]
     assert clips and all(isinstance(p, Clip) and p.rate == 16000 for p in clips)
@@ -71,7 +76,7 @@ def test_stream_yields_the_transcript_then_audio_pieces(server) -> None:
 
 def test_429_with_retry_after_is_retried_before_the_stream(faulty_server) -> None:
     faulty_server.faults = Faults(status=429, retry_after=0, fail_times=1)
-    reply = client(faulty_server).complete("one plus one equals what")
+    reply = client(faulty_server).ask(text="one plus one equals what")
     assert "two" in words(reply.text)
     assert faulty_server.faults.fail_times == 0
 
@@ -79,17 +84,17 @@ def test_429_with_retry_after_is_retried_before_the_stream(faulty_server) -> Non
 def test_retry_after_beyond_the_cap_is_raised_at_once(faulty_server) -> None:
     faulty_server.faults = Faults(status=429, retry_after=300, fail_times=2)
     with pytest.raises(RateLimited) as info:
-        client(faulty_server).complete("hi")
+        client(faulty_server).ask(text="hi")
     assert info.value.retry_after == 300 and info.value.status == 429
     assert faulty_server.faults.fail_times == 1  # one attempt only
 
 
 def test_500_once_is_retried_and_500_every_time_raises_server_error(faulty_server) -> None:
     faulty_server.faults = Faults(status=500, fail_times=1)
-    assert "two" in words(client(faulty_server).complete("one plus one equals what").text)
+    assert "two" in words(client(faulty_server).ask(text="one plus one equals what").text)
     faulty_server.faults = Faults(status=500, fail_times=10)
     with pytest.raises(ServerError) as info:
-        client(faulty_server).complete("hi")
+        client(faulty_server).ask(text="hi")
     assert info.value.status == 500
     assert faulty_server.faults.fail_times == 10 - (1 + FAST_RETRY.max_retries)
 
@@ -100,7 +105,7 @@ def test_drop_mid_stream_raises_connection_lost_keeping_transcript_and_audio(
     faulty_server.faults = Faults(drop_after=5)  # transcript frame + 4 audio frames, then drop
     c = client(faulty_server)
     with pytest.raises(ConnectionLost) as info:
-        c.complete("one plus one equals what")
+        c.ask(text="one plus one equals what")
     partial = info.value.partial
     assert isinstance(partial, Reply) and "two" in words(partial.text)
     assert partial.audio is not None and partial.audio.duration == pytest.approx(0.16)
@@ -111,7 +116,7 @@ def test_drop_mid_stream_raises_connection_lost_keeping_transcript_and_audio(
 def test_malformed_frame_raises_protocol_error_with_what_arrived(faulty_server) -> None:
     faulty_server.faults = Faults(malformed_after=3)
     with pytest.raises(ProtocolError, match="not JSON") as info:
-        client(faulty_server).complete("one plus one equals what")
+        client(faulty_server).ask(text="one plus one equals what")
     partial = info.value.partial
     assert "two" in words(partial.text)
     assert partial.audio is not None and partial.audio.duration == pytest.approx(0.08)
@@ -120,7 +125,7 @@ def test_malformed_frame_raises_protocol_error_with_what_arrived(faulty_server) 
 def test_a_server_that_never_answers_times_out_as_connection_lost(faulty_server) -> None:
     faulty_server.faults = Faults(never_answer=True)
     with pytest.raises(ConnectionLost, match="ReadTimeout") as info:
-        client(faulty_server, timeout=0.5).complete("hi")
+        client(faulty_server, timeout=0.5).ask(text="hi")
     assert info.value.partial.text == ""
 
 
@@ -132,14 +137,14 @@ def test_refused_connection_is_retried_then_raised() -> None:
         f"http://127.0.0.1:{port}/audio/chat/completions", "tok", retry=FAST_RETRY, ledger=Ledger()
     )
     with pytest.raises(ConnectionLost, match="Could not connect"):
-        c.complete("hi")
+        c.ask(text="hi")
 
 
 def test_wrong_key_is_an_auth_error_that_never_shows_the_key(server) -> None:
     key = "sk-wrong-key-4f9a2c"
     c = AudioModalitiesClient(server.endpoints.audio_modalities_url, key, ledger=Ledger())
     with pytest.raises(AuthError) as info:
-        c.complete("hi")
+        c.ask(text="hi")
     assert info.value.status == 401
     assert key not in str(info.value) and key not in repr(c)
 
@@ -156,7 +161,7 @@ def test_openai_shaped_stream_is_read_at_24khz_with_usage() -> None:
         transport=httpx.MockTransport(handler),
         ledger=Ledger(),
     )
-    reply = c.complete("hello")
+    reply = c.ask(text="hello")
     assert reply.text == "Hello world"
     assert reply.audio is not None and reply.audio.rate == 24000 and len(reply.audio) == 3
     assert reply.usage.output_audio == 40 and reply.model == "gpt-4o-audio-preview"
@@ -168,7 +173,7 @@ def test_openai_shaped_stream_is_read_at_24khz_with_usage() -> None:
         transport=httpx.MockTransport(handler),
         ledger=Ledger(),
     )
-    audio = c16.complete("hello").audio
+    audio = c16.ask(text="hello").audio
     assert audio is not None and audio.rate == 16000
 
 
@@ -182,10 +187,10 @@ def test_serving_a_function_passes_text_and_audio_and_streams_its_answer() -> No
 
     question = tone(0.3, 16000)
     with serve_audio_modalities(answer) as srv:
-        c = AudioModalitiesClient(srv.url, srv.token, ledger=Ledger(), timeout=timeout(30))
-        reply = c.complete("hello", audio=question)
+        c = AudioModalitiesClient(srv.url, api_key=srv.token, ledger=Ledger(), timeout=timeout(30))
+        reply = c.ask(question, text="hello")
         with pytest.raises(AuthError):
-            AudioModalitiesClient(srv.url, "not-the-token", ledger=Ledger()).complete("x")
+            AudioModalitiesClient(srv.url, api_key="not-the-token", ledger=Ledger()).ask(text="x")
     assert reply.text == "you said hello"
     assert reply.audio is not None and reply.audio.rate == 16000
     assert reply.audio.duration == pytest.approx(0.5)
@@ -193,74 +198,31 @@ def test_serving_a_function_passes_text_and_audio_and_streams_its_answer() -> No
     assert text == "hello" and audio == question
 
 
-class FakeQwenAudio:
-    """Shaped like QwenAudio: ask(audio=, text=) -> Reply with text only."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Clip | None, str | None]] = []
-
-    def ask(self, audio: Clip | None = None, text: str | None = None) -> Reply:
-        self.calls.append((audio, text))
-        return Reply(text="one plus one is two")
-
-
-def test_serving_a_text_only_backend_speaks_its_answer_with_the_local_tts(engine) -> None:
-    backend = FakeQwenAudio()
-    with serve_audio_modalities(backend, engine=engine) as srv:
-        reply = AudioModalitiesClient(srv.url, srv.token, ledger=Ledger()).complete("question")
-    assert backend.calls == [(None, "question")]
-    assert reply.text == "one plus one is two"
-    assert "two" in assert_says(engine, reply.audio, reply.text)
+def test_serving_a_dialog_answers_speech_and_text_through_it(server, engine) -> None:
+    question = Clip.from_array(engine.synthesize("one plus one equals what", rate=16000), 16000)
+    with (
+        Dialog(server.endpoints, ledger=Ledger()) as dialog,
+        serve_audio_modalities(dialog) as srv,
+    ):
+        c = AudioModalitiesClient(srv.url, api_key=srv.token, ledger=Ledger())
+        by_text = c.ask(text="what is two times three")
+        by_voice = c.ask(question)
+    assert "six" in words(by_text.text) and "two" in words(by_voice.text)
+    assert_says(engine, by_voice.audio, by_voice.text)
 
 
-class FakeDialog:
-    """Shaped like Dialog: say(clip) / ask(text) -> Turn with 24 kHz audio."""
-
-    def say(self, clip: Clip) -> Turn:
-        return Turn(heard="...", text=f"heard {clip.duration:.1f} s", audio=tone(0.2, 24000))
-
-    def ask(self, text: str) -> Turn:
-        return Turn(heard="", text=f"asked {text}", audio=tone(0.2, 24000))
-
-
-def test_serving_a_dialog_uses_say_for_audio_and_ask_for_text() -> None:
-    with serve_audio_modalities(FakeDialog()) as srv:
-        c = AudioModalitiesClient(srv.url, srv.token, ledger=Ledger())
-        assert c.complete("hi").text == "asked hi"
-        reply = c.complete(audio=tone(1.0, 16000))
-    assert reply.text == "heard 1.0 s"
-    assert reply.audio is not None and reply.audio.duration == pytest.approx(0.2)
-
-
-class FakeOmni:
-    """Shaped like OmniRealtime: an async context manager with async converse(clip) -> Turn."""
-
-    def __init__(self) -> None:
-        self.loop_threads: set[str] = set()
-        self.closed = threading.Event()
-
-    async def __aenter__(self) -> FakeOmni:
-        self.loop_threads.add(threading.current_thread().name)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.closed.set()
-
-    async def converse(self, clip: Clip) -> Turn:
-        self.loop_threads.add(threading.current_thread().name)
-        await asyncio.sleep(0)
-        return Turn(heard="", text=f"{clip.duration:.2f} s of speech", audio=clip)
-
-
-def test_serving_omni_runs_it_on_one_private_loop_and_speaks_text_requests_first(engine) -> None:
-    omni = FakeOmni()
+def test_serving_omni_speaks_text_requests_to_it_first_and_closes_it_on_stop(
+    server, engine
+) -> None:
+    question = Clip.from_array(engine.synthesize("one plus one equals what", rate=16000), 16000)
+    omni = OmniRealtime(server.endpoints, ledger=Ledger())
     with serve_audio_modalities(omni, engine=engine) as srv:
-        c = AudioModalitiesClient(srv.url, srv.token, ledger=Ledger())
-        assert c.complete(audio=tone(0.5, 16000)).text == "0.50 s of speech"
-        spoken = c.complete("one plus one is two")
-    assert spoken.text.endswith("s of speech")
-    assert "two" in assert_says(engine, spoken.audio, "one plus one is two")
-    assert len(omni.loop_threads) == 1 and omni.closed.is_set()
+        c = AudioModalitiesClient(srv.url, api_key=srv.token, ledger=Ledger())
+        by_voice = c.ask(question)
+        by_text = c.ask(text="what is two times three")
+        assert omni.connected  # by the first request
+    assert "two" in words(by_voice.text) and "six" in words(by_text.text)
+    assert not omni.connected  # closed with the server
 
 
 def test_serving_a_real_qwen_audio_answers_through_the_local_server(server, engine) -> None:
@@ -268,15 +230,15 @@ def test_serving_a_real_qwen_audio_answers_through_the_local_server(server, engi
 
     qa = QwenAudio(server.endpoints, ledger=Ledger())
     with serve_audio_modalities(qa, engine=engine) as srv:
-        c = AudioModalitiesClient(srv.url, srv.token, ledger=Ledger(), timeout=timeout(60))
-        reply = c.complete("one plus one equals what")
+        c = AudioModalitiesClient(srv.url, api_key=srv.token, ledger=Ledger(), timeout=timeout(60))
+        reply = c.ask(text="one plus one equals what")
     assert "two" in words(reply.text)
     assert_says(engine, reply.audio, reply.text)
 
 
 def test_an_unknown_chunk_mid_stream_is_ignored(faulty_server) -> None:
     faulty_server.faults = Faults(unknown_event_after=2)
-    reply = client(faulty_server).complete("one plus one equals what")
+    reply = client(faulty_server).ask(text="one plus one equals what")
     assert "two" in words(reply.text) and reply.raw["complete"]
     assert reply.audio is not None and reply.audio.rate == 16000
 
@@ -286,8 +248,8 @@ def test_a_backend_failure_after_the_stream_began_arrives_as_server_error() -> N
         raise RuntimeError("the model is asleep")
 
     with serve_audio_modalities(broken) as srv:
-        c = AudioModalitiesClient(srv.url, srv.token, ledger=Ledger(), retry=FAST_RETRY)
+        c = AudioModalitiesClient(srv.url, api_key=srv.token, ledger=Ledger(), retry=FAST_RETRY)
         with pytest.raises(ServerError, match="the model is asleep") as info:
-            c.complete("hi")
+            c.ask(text="hi")
     assert info.value.code == "server_error"
     assert info.value.partial.text == "" and info.value.partial.audio is None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import timeout
+from conftest import text_deltas, timeout
 
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.backends.audio_modalities import AudioModalitiesClient
@@ -25,7 +25,7 @@ from nbtoolkit.cassettes.payload import REDACTED
 from nbtoolkit.connection import connect
 from nbtoolkit.errors import ProtocolError
 from nbtoolkit.ledger import Ledger
-from nbtoolkit.results import Turn
+from nbtoolkit.results import Reply
 
 T = TypeVar("T")
 CANARY = "sk-canary-0123456789abcdef0123"
@@ -46,26 +46,23 @@ def question(engine: Any) -> Clip:
 
 
 # ------------------------------------------------------------------ one session of every protocol
-async def omni_turn(clip: Clip, turn_detection: str | None = None) -> Turn:
+async def omni_turn(clip: Clip, turn_detection: str | None = None) -> Reply:
     async with OmniRealtime(turn_detection=turn_detection, ledger=Ledger()) as rt:  # type: ignore[arg-type]
-        return await rt.converse(clip)
+        return await rt.ask_async(clip)
 
 
-def dialog_turn(clip: Clip) -> Turn:
+def dialog_turn(clip: Clip) -> Reply:
     with Dialog(ledger=Ledger(), timeout=timeout(20)) as d:
-        return d.say(clip)
+        return d.ask(clip)
 
 
 def session(clip: Clip) -> dict[str, Any]:
     """One call of each protocol, all through ``connect()`` (clients built with endpoints=None)."""
-    endpoints = connect(quiet=True)
-    assert endpoints.audio_modalities_url is not None
-    am = AudioModalitiesClient(endpoints.audio_modalities_url, endpoints.api_key, ledger=Ledger())
-    with am:
-        spoken = am.complete(QUESTION)
+    with AudioModalitiesClient(ledger=Ledger()) as am:
+        spoken = am.ask(text=QUESTION)
     return {
         "qwen": QwenAudio(ledger=Ledger()).ask(audio=clip),
-        "qwen_stream": list(QwenAudio(ledger=Ledger()).stream(audio=clip)),
+        "qwen_stream": list(text_deltas(QwenAudio(ledger=Ledger()).stream(audio=clip))),
         "omni": run(omni_turn(clip)),
         "dialog": dialog_turn(clip),
         "audio_modalities": spoken,
@@ -81,7 +78,7 @@ def recorded(server: Any, question: Clip, tmp_path_factory: Any) -> tuple[Path, 
     return path, results
 
 
-def same_turn(a: Turn, b: Turn) -> None:
+def same_turn(a: Reply, b: Reply) -> None:
     assert (a.heard, a.text, a.status, a.usage) == (b.heard, b.text, b.status, b.usage)
     assert a.audio == b.audio
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import timeout
 
 from nbtoolkit.audio.clip import Clip
-from nbtoolkit.backends.dialog import MAX_IMAGE_BYTES, Dialog, to_jpeg
+from nbtoolkit.backends.dialog import Dialog, to_jpeg
 from nbtoolkit.config import Secret, local_endpoints
 from nbtoolkit.errors import (
     AudioError,
@@ -25,6 +25,7 @@ from nbtoolkit.errors import (
 )
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.local import Faults
+from nbtoolkit.protocols.dialog import MAX_IMAGE_BYTES
 
 LONG_TEXT = (
     "this is a long answer that keeps going for a while so that there is time to interrupt it "
@@ -66,7 +67,7 @@ def png(colour: tuple[int, int, int], size: tuple[int, int] = (160, 120)) -> byt
 def test_say_hears_the_question_and_answers_two_in_text_and_audio(server, engine, question, mode):
     ledger = Ledger()
     with dialog(server, mode=mode, sample_rate=24000, ledger=ledger) as d:
-        turn = d.say(question)
+        turn = d.ask(question)
         assert d.state == "Listening"
     assert "plus" in words(turn.heard)
     assert "two" in words(turn.text)
@@ -81,15 +82,15 @@ def test_say_hears_the_question_and_answers_two_in_text_and_audio(server, engine
 
 def test_say_with_real_time_pacing_gives_the_same_answer(server, question):
     with dialog(server, mode="tap2talk") as d:
-        turn = d.say(question, pace=True)
+        turn = d.ask(question, pace=True)
     assert "two" in words(turn.text)
 
 
-@pytest.mark.parametrize("mode", ["tap2talk", "duplex"])
-def test_a_clip_without_speech_raises_audio_error_and_the_dialog_goes_on(server, mode):
+@pytest.mark.parametrize("mode", ["push2talk", "tap2talk", "duplex"])
+def test_a_silent_clip_raises_audio_error_at_once_and_the_dialog_goes_on(server, mode):
     with dialog(server, mode=mode) as d:
-        with pytest.raises(AudioError, match="heard no speech"):
-            d.say(Clip.silence(1.0))
+        with pytest.raises(AudioError, match=r"No speech was heard in the 1\.0 s sent"):
+            d.ask(Clip.silence(1.0))
         assert d.speak("hello").text == "hello"
 
 
@@ -103,14 +104,14 @@ def test_speak_says_the_text_verbatim(server, engine):
 
 def test_ask_answers_a_typed_question(server):
     with dialog(server) as d:
-        turn = d.ask("one plus one equals what")
+        turn = d.ask(text="one plus one equals what")
     assert "two" in words(turn.text)
 
 
 # ----------------------------------------------------------------------------- images, video
-def test_ask_about_image_follows_the_visual_qa_command_then_sends_the_image(server):
+def test_asking_with_an_image_follows_the_visual_qa_command_then_sends_the_image(server):
     with dialog(server) as d:
-        turn = d.ask_about_image(png((220, 20, 20)), "what is in front of me")
+        turn = d.ask(text="what is in front of me", images=[png((220, 20, 20))])
     client_marks = [e.name for e in turn.timeline if e.lane == "client"]
     assert client_marks == ["ask", "visual_qa", "send_image"]
     assert "red" in words(turn.text)
@@ -152,7 +153,7 @@ def test_live_video_question_is_about_the_latest_frame_and_frames_are_limited_to
         assert not d.send_frame(png((20, 220, 20)))  # too soon: dropped
         now[0] += 0.5
         assert d.send_frame(png((20, 20, 220)))
-        turn = d.say(question)
+        turn = d.ask(question)
     assert "blue" in words(turn.text) and "green" not in words(turn.text)
 
 
@@ -187,7 +188,7 @@ def test_hooks_see_states_and_growing_text(server, question):
     states: list[str] = []
     texts: list[tuple[str, str, bool]] = []
     with dialog(server, on_state=states.append, on_text=lambda *a: texts.append(a)) as d:
-        d.say(question)
+        d.ask(question)
     assert states[:1] == ["Listening"] and "Thinking" in states and "Responding" in states
     assert any(role == "user" and final and "plus" in words(t) for role, t, final in texts)
     assert any(role == "assistant" and final and "two" in words(t) for role, t, final in texts)
@@ -299,7 +300,7 @@ def test_stream_reports_two_continuously_spoken_questions_as_two_turns(server, e
     mic = Clip.silence(0.3) + first + Clip.silence(3.0) + second
     ledger, hooked = Ledger(), []
     with dialog(server, mode="duplex", ledger=ledger, on_turn=hooked.append) as d:
-        with d.stream() as s:
+        with d.live() as s:
             s.send_audio(mic, pace=True)  # the stream's zero frames end the second utterance
             one, two = s.next_turn(timeout(20)), s.next_turn(timeout(20))
         assert d.speak("still here").text == "still here"  # the dialog outlives its stream
@@ -329,7 +330,7 @@ def test_stream_barge_in_cancels_the_answer_and_flushes(server, engine, question
             on_state=lambda state: state == "Responding" and responding.set(),
             on_flush=lambda: flushes.append("flush"),
         ) as d,
-        d.stream() as s,
+        d.live() as s,
     ):
         s.speak(LONG_TEXT)
         assert responding.wait(timeout(20))
@@ -343,7 +344,7 @@ def test_stream_barge_in_cancels_the_answer_and_flushes(server, engine, question
 
 
 def test_stream_tap2talk_turn_ends_by_the_servers_vad(server, question):
-    with dialog(server, mode="tap2talk") as d, d.stream() as s:
+    with dialog(server, mode="tap2talk") as d, d.live() as s:
         s.start_speech()
         s.send_audio(question)  # as fast as the socket takes it; zero frames follow
         turn = s.next_turn(timeout(20))
@@ -352,7 +353,7 @@ def test_stream_tap2talk_turn_ends_by_the_servers_vad(server, question):
 
 
 def test_stream_end_of_silent_input_raises_audio_error_and_streaming_goes_on(server, question):
-    with dialog(server, mode="duplex") as d, d.stream() as s:
+    with dialog(server, mode="duplex") as d, d.live() as s:
         s.send_audio(Clip.silence(1.0))
         s.end_of_input()
         with pytest.raises(AudioError, match="heard no speech"):
@@ -364,7 +365,7 @@ def test_stream_end_of_silent_input_raises_audio_error_and_streaming_goes_on(ser
 
 
 def test_stream_ask_about_an_image_is_answered_as_a_turn(server):
-    with dialog(server, mode="duplex") as d, d.stream() as s:
+    with dialog(server, mode="duplex") as d, d.live() as s:
         s.ask("what is in front of me", image=png((20, 220, 20)))
         turn = s.next_turn(timeout(20))
     assert "green" in words(turn.text) and turn.usage.input_image > 0
@@ -373,7 +374,7 @@ def test_stream_ask_about_an_image_is_answered_as_a_turn(server):
 def test_stream_drop_mid_answer_ends_it_with_the_partial_turn_recorded(faulty_server):
     ledger = Ledger()
     d = dialog(faulty_server, mode="duplex", sample_rate=16000, ledger=ledger)
-    with d, d.stream() as s:
+    with d, d.live() as s:
         faulty_server.faults = Faults(drop_after=_audio_frames_before_drop(LONG_TEXT, 3))
         s.speak(LONG_TEXT)
         with pytest.raises(ConnectionLost) as err:
@@ -388,8 +389,8 @@ def test_stream_drop_mid_answer_ends_it_with_the_partial_turn_recorded(faulty_se
 
 
 def test_turn_calls_are_refused_while_a_stream_reads_the_answers(server, question):
-    with dialog(server, mode="duplex") as d, d.stream():
-        with pytest.raises(ConfigError, match="stream"):
-            d.say(question)
-        with pytest.raises(ConfigError, match="stream"):
-            d.stream()
+    with dialog(server, mode="duplex") as d, d.live():
+        with pytest.raises(ConfigError, match="live session"):
+            d.ask(question)
+        with pytest.raises(ConfigError, match="live session"):
+            d.live()

@@ -16,7 +16,7 @@ from conftest import timeout
 from nbtoolkit.display.usage import plot_usage
 from nbtoolkit.errors import BudgetExceeded, ConfigError
 from nbtoolkit.ledger import Ledger, session_ledger, set_session_budget
-from nbtoolkit.results import Timeline, Turn, Usage
+from nbtoolkit.results import Reply, Timeline, Usage
 
 OMNI = "qwen-omni-turbo-realtime"
 VOICE_TURN = Usage(OMNI, 100, 500, 0, 80, 320)  # 0.02866 CNY
@@ -164,7 +164,7 @@ def test_plot_usage_takes_usages_or_turns_one_bar_each() -> None:
     usages = [VOICE_TURN, TEXT_CALL]
     ax = plot_usage(usages)
     assert all(len(bars) == 2 for bars in ax.containers)
-    turns = [Turn("hi", "hello", usage=u, timeline=Timeline()) for u in [*usages, UNPRICED]]
+    turns = [Reply("hello", heard="hi", usage=u, timeline=Timeline()) for u in [*usages, UNPRICED]]
     ax = plot_usage(turns)
     assert all(len(bars) == 3 for bars in ax.containers)
     stacked_top = sum(bars.patches[0].get_height() for bars in ax.containers)

@@ -19,7 +19,7 @@ from nbtoolkit.ledger import Ledger
 from nbtoolkit.local import Faults
 from nbtoolkit.protocols.realtime import AudioDelta, ResponseDone, UnknownEvent
 from nbtoolkit.protocols.realtime_turn import RealtimeTurnCollector
-from nbtoolkit.results import Turn
+from nbtoolkit.results import Reply
 from nbtoolkit.retry import RetryPolicy
 
 T = TypeVar("T")
@@ -53,7 +53,7 @@ def jpeg(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> bytes
     return buf.getvalue()
 
 
-def check_turn(engine: Any, turn: Turn, *, listen: bool = True) -> None:
+def check_turn(engine: Any, turn: Reply, *, listen: bool = True) -> None:
     """The turn heard the question and answered "two" (``listen``: also in its speech)."""
     assert turn.status == "completed"
     assert "plus" in turn.heard.split()
@@ -68,17 +68,17 @@ def check_turn(engine: Any, turn: Turn, *, listen: bool = True) -> None:
     assert turn.timeline.between("speech_stopped", "response.audio.delta") is not None
 
 
-# ------------------------------------------------------------------ converse
+# ------------------------------------------------------------------ ask
 @pytest.mark.parametrize("mode", [None, "server_vad"])
-def test_converse_hears_question_and_answers_in_words_and_speech(
+def test_ask_hears_question_and_answers_in_words_and_speech(
     server: Any, engine: Any, question: Clip, mode: str | None
 ) -> None:
     ledger = Ledger()
 
-    async def main() -> Turn:
+    async def main() -> Reply:
         async with OmniRealtime(server.endpoints, turn_detection=mode, ledger=ledger) as rt:  # type: ignore[arg-type]
             assert rt.session_id and rt.session_id.startswith("sess_")
-            return await rt.converse(question)
+            return await rt.ask_async(question)
 
     turn = run(main())
     check_turn(engine, turn)
@@ -90,20 +90,20 @@ def test_converse_hears_question_and_answers_in_words_and_speech(
     assert turn.timeline.first("speech_stopped").lane == lane  # type: ignore[union-attr]
 
 
-def test_converse_resamples_clip_at_other_rates(server: Any, engine: Any, question: Clip) -> None:
-    async def main() -> Turn:
+def test_ask_resamples_clip_at_other_rates(server: Any, engine: Any, question: Clip) -> None:
+    async def main() -> Reply:
         async with OmniRealtime(server.endpoints, turn_detection=None, ledger=Ledger()) as rt:
-            return await rt.converse(question.resample(44100))
+            return await rt.ask_async(question.resample(44100))
 
     check_turn(engine, run(main()), listen=False)
 
 
-def test_converse_with_image_counts_image_tokens(server: Any, engine: Any) -> None:
+def test_ask_with_image_counts_image_tokens(server: Any, engine: Any) -> None:
     speech = Clip.from_array(engine.synthesize("describe this picture", rate=16000), 16000)
 
-    async def main() -> Turn:
+    async def main() -> Reply:
         async with OmniRealtime(server.endpoints, turn_detection=None, ledger=Ledger()) as rt:
-            return await rt.converse(speech, images=[jpeg((220, 20, 20))])
+            return await rt.ask_async(speech, images=[jpeg((220, 20, 20))])
 
     turn = run(main())
     assert turn.status == "completed"
@@ -126,11 +126,11 @@ def test_send_image_refuses_bad_images_clearly(server: Any) -> None:
 
 
 def test_text_only_session_answers_in_text(server: Any, question: Clip) -> None:
-    async def main() -> Turn:
+    async def main() -> Reply:
         async with OmniRealtime(
             server.endpoints, turn_detection=None, modalities=("text",), ledger=Ledger()
         ) as rt:
-            return await rt.converse(question)
+            return await rt.ask_async(question)
 
     turn = run(main())
     assert "two" in turn.text.lower()
@@ -220,7 +220,7 @@ def test_barge_in_cancel_that_crosses_the_cancelled_response_spares_the_next_one
                 turn.feed(event)
                 if turn.done:
                     break
-            return rt, done, [rt.make_turn(turn)]
+            return rt, done, [rt.make_reply(turn)]
 
     rt, done, (second,) = run(main())
     assert [d.status for d in done] == ["cancelled", "completed"]
@@ -243,13 +243,13 @@ def test_drop_mid_answer_keeps_partial_text_and_audio(
         async with OmniRealtime(
             faulty_server.endpoints, turn_detection=None, ledger=Ledger()
         ) as rt:
-            await rt.converse(question)
+            await rt.ask_async(question)
 
     with pytest.raises(ConnectionLost) as info:
         run(main())
     assert str(close_code or 1006) in str(info.value)
     partial = info.value.partial
-    assert isinstance(partial, Turn) and partial.status == "failed"
+    assert isinstance(partial, Reply) and partial.status == "failed"
     assert partial.text.strip() and "two" not in partial.text.lower()
     assert partial.audio is not None and partial.audio.duration > 0
     assert "plus" in partial.heard.split()
@@ -260,7 +260,7 @@ def test_close_1011_reconnects_reports_lost_audio_and_never_recommits(
 ) -> None:
     faulty_server.faults = Faults(drop_after=HEADER_FRAMES + 4, close_code=1011)
 
-    async def main() -> tuple[OmniRealtime, ConnectionLost, str, Turn]:
+    async def main() -> tuple[OmniRealtime, ConnectionLost, str, Reply]:
         async with OmniRealtime(
             faulty_server.endpoints,
             turn_detection=None,
@@ -269,9 +269,9 @@ def test_close_1011_reconnects_reports_lost_audio_and_never_recommits(
         ) as rt:
             first_session = rt.session_id or ""
             with pytest.raises(ConnectionLost) as info:
-                await rt.converse(question)
+                await rt.ask_async(question)
             faulty_server.faults = Faults()
-            again = await rt.converse(question)
+            again = await rt.ask_async(question)
             return rt, info.value, first_session, again
 
     rt, lost, first_session, again = run(main())
@@ -281,7 +281,7 @@ def test_close_1011_reconnects_reports_lost_audio_and_never_recommits(
     assert event.lost_response_id == lost.partial.request_id
     assert event.lost_audio_ms == pytest.approx(question.duration * 1000, abs=1)
     assert event.session_id and event.session_id != first_session
-    # between the reconnection and the next converse the client sent nothing but its settings
+    # between the reconnection and the next ask the client sent nothing but its settings
     names = [(e.lane, e.name) for e in rt.timeline]
     reconnected = names.index(("state", "reconnected"))
     next_audio = names.index(("audio-in", "input_audio_buffer.append"), reconnected)
@@ -298,21 +298,21 @@ def test_malformed_frame_raises_protocol_error(faulty_server: Any, question: Cli
         async with OmniRealtime(
             faulty_server.endpoints, turn_detection=None, ledger=Ledger()
         ) as rt:
-            await rt.converse(question)
+            await rt.ask_async(question)
 
     with pytest.raises(ProtocolError, match="not JSON") as info:
         run(main())
-    assert isinstance(info.value.partial, Turn)
+    assert isinstance(info.value.partial, Reply)
 
 
 def test_malformed_frame_is_skipped_when_asked(faulty_server: Any, question: Clip) -> None:
     faulty_server.faults = Faults(malformed_after=HEADER_FRAMES + 1)
 
-    async def main() -> Turn:
+    async def main() -> Reply:
         async with OmniRealtime(
             faulty_server.endpoints, turn_detection=None, on_malformed="skip", ledger=Ledger()
         ) as rt:
-            return await rt.converse(question)
+            return await rt.ask_async(question)
 
     turn = run(main())
     assert "two" in turn.text.lower()
@@ -347,11 +347,11 @@ def test_slow_server_still_completes_the_turn(
 ) -> None:
     faulty_server.faults = Faults(delay=0.02)
 
-    async def main() -> Turn:
+    async def main() -> Reply:
         async with OmniRealtime(
             faulty_server.endpoints, turn_detection=None, ledger=Ledger()
         ) as rt:
-            return await rt.converse(question)
+            return await rt.ask_async(question)
 
     check_turn(engine, run(main()), listen=False)
 
@@ -365,11 +365,11 @@ def test_server_that_never_answers_times_out_with_connection_lost(
         async with OmniRealtime(
             faulty_server.endpoints,
             turn_detection=None,
-            turn_timeout=0.5,
+            timeout=0.5,
             close_timeout=0.5,
             ledger=Ledger(),
         ) as rt:
-            await rt.converse(question)
+            await rt.ask_async(question)
 
     with pytest.raises(ConnectionLost, match="No complete answer") as info:
         run(main())
@@ -383,7 +383,7 @@ def test_oversized_frame_is_reported_as_connection_lost(faulty_server: Any, ques
         async with OmniRealtime(
             faulty_server.endpoints, turn_detection=None, ledger=Ledger()
         ) as rt:
-            await rt.converse(question)
+            await rt.ask_async(question)
 
     with pytest.raises(ConnectionLost, match="1009"):
         run(main())

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import text_deltas
 
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.backends.qwen_audio import QwenAudio
@@ -66,7 +67,7 @@ def test_paths_file_urls_and_bytes_are_accepted_like_clips(
 
 
 def test_stream_yields_deltas_that_join_to_the_answer(qa: QwenAudio, question: Clip) -> None:
-    deltas = list(qa.stream(audio=question))
+    deltas = list(text_deltas(qa.stream(audio=question)))
     assert len(deltas) > 2
     text = "".join(deltas)
     assert "two" in text.lower()
@@ -111,7 +112,7 @@ def test_wrong_key_raises_auth_error_that_never_shows_the_key(server: Any, quest
 
 
 def test_audio_over_30_seconds_is_trimmed_with_a_warning(qa: QwenAudio, question: Clip) -> None:
-    from nbtoolkit.local.engine.usage import audio_tokens
+    from nbtoolkit.protocols.tokens import audio_tokens
 
     long = question + Clip.silence(35.0 - question.duration, question.rate)
     with pytest.warns(UserWarning, match="first 30 s"):
@@ -177,7 +178,7 @@ def test_dropped_stream_raises_connection_lost_keeping_the_partial_text(
     faulty_server.faults = Faults(drop_after=3)
     received: list[str] = []
     with pytest.raises(ConnectionLost) as info:
-        for delta in qa.stream(audio=question):
+        for delta in text_deltas(qa.stream(audio=question)):
             received.append(delta)
     assert len(received) == 3
     assert info.value.partial == "".join(received)
@@ -190,7 +191,7 @@ def test_malformed_chunk_raises_protocol_error_with_partial_text(
     faulty_server.faults = Faults(malformed_after=2)
     received: list[str] = []
     with pytest.raises(ProtocolError, match="not JSON") as info:
-        for delta in qa.stream(text="one plus one equals what"):
+        for delta in text_deltas(qa.stream(text="one plus one equals what")):
             received.append(delta)
     assert info.value.partial == "".join(received) and len(received) == 2
 
@@ -200,7 +201,7 @@ def test_slow_server_within_the_timeout_still_answers(
 ) -> None:
     faulty_server.faults = Faults(delay=0.05)
     qa = QwenAudio(server.endpoints, ledger=Ledger(), timeout=10)
-    assert "two" in "".join(qa.stream(audio=question)).lower()
+    assert "two" in "".join(text_deltas(qa.stream(audio=question))).lower()
 
 
 def test_server_that_never_answers_gives_a_bounded_timeout_error(

@@ -1,4 +1,4 @@
-"""Usage parsing and display, Reply/Turn display, Timeline latencies, spans and swimlane plot."""
+"""Usage parsing and display, Reply display, Timeline latencies, spans and swimlane plot."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from nbtoolkit.config import Secret
 from nbtoolkit.display.timeline import plot_timeline
-from nbtoolkit.results import Reply, Timeline, Turn, Usage
+from nbtoolkit.results import Reply, Timeline, Usage
 
 OMNI = "qwen-omni-turbo-realtime"
 
@@ -126,8 +126,8 @@ def test_reply_html_never_shows_a_secret_in_the_text() -> None:
     assert key.reveal() not in page
 
 
-def test_turn_html_shows_heard_text_status_and_latencies() -> None:
-    turn = Turn(
+def test_spoken_reply_html_shows_heard_text_status_and_latencies() -> None:
+    turn = Reply(
         heard="what is two plus <two>",
         text="four",
         usage=Usage(OMNI, 0, 120, 0, 4, 60),

@@ -84,7 +84,7 @@ class Question:
                     "pass JPEG/PNG bytes, a file path or a PIL image (or a list of them)",
                 )
         if audio is None and not (text or "").strip():
-            raise ConfigError(
+            raise AudioError(
                 "Nothing to ask: neither audio nor text was given",
                 "pass audio=clip (a Clip, path, URL or bytes) and/or text='…'",
             )

@@ -299,6 +299,11 @@ class OmniRealtime(AsyncClient):
         self._ws, self._reader, self._home = None, None, None
 
     @property
+    def connected(self) -> bool:
+        """True while the session's socket is open."""
+        return self._ws is not None and self._failed is None
+
+    @property
     def session_id(self) -> str | None:
         """The server's ``sess_…`` id (a new one after each reconnection)."""
         sid = self.session.get("id")
