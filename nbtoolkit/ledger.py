@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nbtoolkit import pricing
+from nbtoolkit.display.usage import plot_usage
 from nbtoolkit.errors import BudgetExceeded, ConfigError
 from nbtoolkit.results import Usage, html_table
 
@@ -234,8 +235,6 @@ class Ledger:
 
     def plot(self, ax: Axes | None = None) -> Axes:
         """Stacked token bars per turn (or per call) by modality, with the cumulative cost line."""
-        from nbtoolkit.display.usage import plot_usage
-
         return plot_usage(self, ax=ax)
 
     def _repr_html_(self) -> str:

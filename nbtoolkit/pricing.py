@@ -25,15 +25,13 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from nbtoolkit.results import Usage
+from typing import Any, Protocol
 
 __all__ = [
     "OFFLINE_LABEL",
     "UNKNOWN_LABEL",
     "PriceTable",
+    "Priceable",
     "cost",
     "cost_label",
     "format_cny",
@@ -44,6 +42,26 @@ __all__ = [
 
 OFFLINE_LABEL = "offline (no charge)"
 UNKNOWN_LABEL = "unknown"
+
+
+class Priceable(Protocol):
+    """The token counts a price is computed from: :class:`nbtoolkit.results.Usage` has them (named
+    here by shape, so prices sit below the results that show them)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def local(self) -> bool: ...
+    @property
+    def input_text(self) -> int: ...
+    @property
+    def input_audio(self) -> int: ...
+    @property
+    def input_image(self) -> int: ...
+    @property
+    def output_text(self) -> int: ...
+    @property
+    def output_audio(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -57,7 +75,7 @@ class PriceTable:
     output_text_with_media_input: float
     output_audio: float
 
-    def cost(self, usage: Usage) -> float:
+    def cost(self, usage: Priceable) -> float:
         """The cost of one call's ``usage`` under this table (the rule in the module docstring)."""
         per_token = 1 / 1000
         total = (
@@ -103,12 +121,12 @@ def price_table(model: str) -> PriceTable | None:
     )
 
 
-def is_offline(usage: Usage) -> bool:
+def is_offline(usage: Priceable) -> bool:
     """True for usage reported by the offline engine (nobody charges for it)."""
     return usage.local or usage.model.startswith("local/")
 
 
-def cost(usage: Usage) -> float | None:
+def cost(usage: Priceable) -> float | None:
     """CNY for one call: ``None`` when the model's price is unknown, ``0.0`` for offline usage."""
     if is_offline(usage):
         return 0.0
@@ -121,7 +139,7 @@ def format_cny(amount: float) -> str:
     return f"{amount:.6f} CNY"
 
 
-def cost_label(usage: Usage) -> str:
+def cost_label(usage: Priceable) -> str:
     """The cost as people should read it: an amount, "unknown", or "offline (no charge)"."""
     if is_offline(usage):
         return OFFLINE_LABEL

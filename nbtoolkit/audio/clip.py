@@ -222,9 +222,9 @@ class Clip:
         base64 at most) and says "(first 30 s of 5 min)" when it cuts; the waveform always covers the
         whole clip. matplotlib is not used.
         """
-        from nbtoolkit.display.player import InlinePlayer
+        from nbtoolkit.audio.inline import clip_html
 
-        return InlinePlayer(self)._repr_html_()
+        return clip_html(self)
 
     # ----------------------------------------------------------------- transforms
     def resample(self, rate: int) -> Clip:

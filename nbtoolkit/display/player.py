@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import html
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nbtoolkit.audio.clip import Clip
-from nbtoolkit.display.waveform import waveform_svg
+from nbtoolkit.audio.inline import EMBED_RATE, MAX_EMBED_SECONDS, clip_html, embedded
 from nbtoolkit.errors import AudioError
 
 __all__ = ["EMBED_RATE", "MAX_EMBED_SECONDS", "InlinePlayer", "play"]
-
-#: A player embeds at most this many seconds, so a long clip never puts megabytes into the notebook.
-MAX_EMBED_SECONDS = 30.0
-#: Embedded audio is downsampled to this rate (mono WAV): 30 s is then ≤ 960 kB, ≤ 1.3 MB as base64.
-EMBED_RATE = 16000
-
-
-def _human_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.3g} s"
-    total = round(seconds)
-    if total < 3600:
-        m, s = divmod(total, 60)
-        return f"{m} min {s} s" if s else f"{m} min"
-    h, rest = divmod(total, 3600)
-    m = rest // 60
-    return f"{h} h {m} min" if m else f"{h} h"
 
 
 class InlinePlayer:
@@ -55,31 +35,13 @@ class InlinePlayer:
 
     def embedded(self) -> Clip:
         """The audio the player embeds: the first ``max_seconds``, at most :data:`EMBED_RATE` Hz."""
-        part = self.clip[: self.max_seconds] if self.cut else self.clip
-        return part.resample(min(part.rate, EMBED_RATE))
+        return embedded(self.clip, self.max_seconds)
 
     def __repr__(self) -> str:
         return f"InlinePlayer({self.clip!r})"
 
     def _repr_html_(self) -> str:
-        clip = self.clip
-        if not len(clip):
-            return '<div class="nbtk-player"><em>empty clip (0 samples)</em></div>'
-        level = "silent" if math.isinf(clip.dbfs) else f"{clip.dbfs:.1f} dBFS"
-        info = f"{_human_duration(clip.duration)} · {clip.rate} Hz · {level}"
-        if self.cut:
-            info += (
-                f" · (first {_human_duration(self.max_seconds)} of "
-                f"{_human_duration(clip.duration)})"
-            )
-        wav = base64.b64encode(self.embedded().to_wav()).decode("ascii")
-        return (
-            '<div class="nbtk-player" style="display:inline-block;font:12px sans-serif;color:#444">'
-            f"{waveform_svg(clip)}"
-            f'<div style="margin:2px 0">{html.escape(info)}</div>'
-            f'<audio controls preload="metadata" src="data:audio/wav;base64,{wav}"></audio>'
-            "</div>"
-        )
+        return clip_html(self.clip, self.max_seconds)
 
 
 def play(

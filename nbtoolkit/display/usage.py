@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nbtoolkit import pricing
 from nbtoolkit.results import Usage
@@ -11,9 +11,7 @@ from nbtoolkit.results import Usage
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from nbtoolkit.ledger import Ledger
-
-__all__ = ["SERIES", "plot_usage"]
+__all__ = ["SERIES", "UsageBook", "plot_usage"]
 
 #: (label, Usage attribute) of each stacked series, bottom to top
 SERIES = (
@@ -25,31 +23,42 @@ SERIES = (
 )
 
 
+class UsageBook(Protocol):
+    """What :func:`plot_usage` reads of a :class:`~nbtoolkit.ledger.Ledger` (named by shape, so
+    this plotting layer does not import the ledger, whose ``plot()`` calls it)."""
+
+    @property
+    def entries(self) -> Sequence[Any]: ...
+
+    def by_turn(self) -> Mapping[Any, Any]: ...
+
+    @property
+    def budget_cny(self) -> float | None: ...
+
+
 def _groups(
-    source: Ledger | Sequence[Any],
+    source: UsageBook | Sequence[Any],
 ) -> tuple[list[str], list[Usage], list[float | None], float | None]:
     """Bar labels, usages and costs (None = unknown price), and the budget, from any source."""
-    from nbtoolkit.ledger import Ledger
-
-    if isinstance(source, Ledger):
-        entries = source.entries
-        if any(e.turn is not None for e in entries):
-            turns = source.by_turn()
-            labels = [f"turn {k}" if k is not None else "no turn" for k in turns]
-            usages = [s.usage for s in turns.values()]
-            # a turn with any unpriced call has no honest total
-            costs: list[float | None] = [None if s.unpriced else s.cost for s in turns.values()]
-        else:
-            labels = [f"#{e.index}" for e in entries]
-            usages = [e.usage for e in entries]
-            costs = [e.cost for e in entries]
-        return labels, usages, costs, source.budget_cny
-    # a list of Usage, or of things carrying one (Turn, Reply, LedgerEntry)
-    usages = [item if isinstance(item, Usage) else item.usage for item in source]
-    return [str(i) for i in range(len(usages))], usages, [pricing.cost(u) for u in usages], None
+    if isinstance(source, Sequence):
+        # a list of Usage, or of things carrying one (Turn, Reply, LedgerEntry)
+        usages = [item if isinstance(item, Usage) else item.usage for item in source]
+        return [str(i) for i in range(len(usages))], usages, [pricing.cost(u) for u in usages], None
+    entries = source.entries
+    if any(e.turn is not None for e in entries):
+        turns = source.by_turn()
+        labels = [f"turn {k}" if k is not None else "no turn" for k in turns]
+        usages = [s.usage for s in turns.values()]
+        # a turn with any unpriced call has no honest total
+        costs: list[float | None] = [None if s.unpriced else s.cost for s in turns.values()]
+    else:
+        labels = [f"#{e.index}" for e in entries]
+        usages = [e.usage for e in entries]
+        costs = [e.cost for e in entries]
+    return labels, usages, costs, source.budget_cny
 
 
-def plot_usage(source: Ledger | Sequence[Any], ax: Axes | None = None) -> Axes:
+def plot_usage(source: UsageBook | Sequence[Any], ax: Axes | None = None) -> Axes:
     """Stacked token bars by modality for a :class:`~nbtoolkit.ledger.Ledger` (per turn, or per call
     when no turns were recorded) or a list of ``Usage``/``Turn``/``Reply``, with the cumulative
     known cost (CNY) on a second axis and the budget as a dashed line. Returns the bar axes.

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.audio.features import envelope
+from nbtoolkit.audio.inline import WAVEFORM_COLOR, waveform_svg
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 __all__ = ["axes_or_new", "plot_waveform", "waveform_svg"]
-
-_COLOR = "#3b6ea8"
 
 
 def axes_or_new(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
@@ -28,7 +27,7 @@ def axes_or_new(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
 
 
 def plot_waveform(
-    clip: Clip, ax: Axes | None = None, width_px: int | None = None, *, color: str = _COLOR
+    clip: Clip, ax: Axes | None = None, width_px: int | None = None, *, color: str = WAVEFORM_COLOR
 ) -> Axes:
     """Plot the clip's waveform and return the matplotlib Axes.
 
@@ -47,29 +46,3 @@ def plot_waveform(
     ax.set_xlabel("time (s)")
     ax.set_ylabel("amplitude")
     return ax
-
-
-def waveform_svg(clip: Clip, width: int = 600, height: int = 56, *, color: str = _COLOR) -> str:
-    """An inline ``<svg>`` of the clip's min/max envelope, ``width`` × ``height`` px (numpy only)."""
-    mins, maxs = envelope(clip, width)
-    half = height / 2
-    x = (np.arange(mins.size) + 0.5) * (width / max(1, mins.size))
-    top = half - maxs / 32768.0 * half
-    # at least half a pixel thick so silence still shows as a line
-    bottom = np.maximum(half - mins / 32768.0 * half, top + 0.5)
-    points = [f"{a:.1f},{b:.1f}" for a, b in zip(x, top, strict=True)]
-    points += [f"{a:.1f},{b:.1f}" for a, b in zip(x[::-1], bottom[::-1], strict=True)]
-    shape = f'<polygon points="{" ".join(points)}" fill="{color}"/>' if points else ""
-    attrs: dict[str, Any] = {
-        "width": width,
-        "height": height,
-        "viewBox": f"0 0 {width} {height}",
-        "role": "img",
-        "aria-label": f"waveform, {clip.duration:.2f} s",
-    }
-    head = " ".join(f'{k}="{v}"' for k, v in attrs.items())
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" {head}>'
-        f'<line x1="0" y1="{half}" x2="{width}" y2="{half}" stroke="#ccc" stroke-width="0.5"/>'
-        f"{shape}</svg>"
-    )
