@@ -15,7 +15,7 @@ PORT ?= 8888
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: setup system-deps lab test lint typecheck notebooks-clean unit notebooks-test browser-test \
-	compat bench serve clean
+	compat bench serve clean soak
 
 $(STAMP): pyproject.toml
 	@$(STAGE) "setup: $(VENV) with nbtoolkit[dev] (pip, quiet)" sh -c '\
@@ -64,9 +64,12 @@ notebooks-test: setup
 # another open one or with tests that call asyncio.run().
 browser-test: setup system-deps
 	@$(STAGE) "browser: widget tests in headless Chromium with a fake microphone" \
-	  $(BIN)/python -m pytest -q -m browser tests/browser --ignore=tests/browser/test_voice_chat_browser.py
+	  $(BIN)/python -m pytest -q -m browser tests/browser --ignore=tests/browser/test_voice_chat_browser.py \
+	  --ignore=tests/browser/test_notebooks_run_all.py
 	@$(STAGE) "browser: the voice-chat test" \
 	  $(BIN)/python -m pytest -q -m browser tests/browser/test_voice_chat_browser.py
+	@$(STAGE) "browser: Run All of every notebook in JupyterLab 4 and Notebook 7" \
+	  $(BIN)/python -m pytest -q -m browser tests/browser/test_notebooks_run_all.py
 	@$(STAGE) "browser: browser-marked tests outside tests/browser" \
 	  $(BIN)/python -m pytest -q -m browser tests --ignore=tests/browser
 
@@ -79,6 +82,11 @@ test: setup system-deps lint typecheck notebooks-clean
 # installed into a throwaway directory put first on PYTHONPATH (the venv is not touched).
 compat: setup
 	@$(BIN)/python tests/dashscope_compat.py
+
+# The browser Run All of every notebook, SOAK times over; prints a pass table notebook x frontend.
+SOAK ?= 5
+soak: setup system-deps
+	$(BIN)/python tests/browser/soak.py --runs $(SOAK)
 
 bench: setup
 	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

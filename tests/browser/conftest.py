@@ -243,11 +243,12 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return microphone_wav(tmp_path_factory.mktemp("mic"), PHRASE, lead=0.5, tail=6)
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """An isolated JupyterLab (own settings, config and runtime dirs) with a random token."""
+@contextmanager
+def jupyter_server(base: Path, app: str = "jupyterlab") -> Iterator[Lab]:
+    """An isolated Jupyter server (own settings, config and runtime dirs, a random token) serving
+    ``base/notebooks``; ``app`` is the module that runs it: ``jupyterlab`` or ``notebook``
+    (Notebook 7, which reads the same JupyterLab settings)."""
     require_chromium()
-    base = tmp_path_factory.mktemp("lab")
     root = base / "notebooks"
     root.mkdir()
     settings = base / "settings"
@@ -267,10 +268,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
     )
     port = _free_port()
-    log = (base / "lab.log").open("wb")
+    log = (base / f"{app}.log").open("wb")
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+            sys.executable, "-m", app, "--no-browser", "--ip=127.0.0.1", f"--port={port}",
             f"--IdentityProvider.token={token}", "--allow-root", f"--ServerApp.root_dir={root}",
         ],
         env=env,
@@ -282,7 +283,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         _wait(
             lambda: _responds(server),
             timeout(60),
-            f"JupyterLab did not start; see {base / 'lab.log'}",
+            f"{app} did not start; see {base / f'{app}.log'}",
         )
         yield server
     finally:
@@ -297,6 +298,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """An isolated JupyterLab (see :func:`jupyter_server`)."""
+    with jupyter_server(tmp_path_factory.mktemp("lab")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
