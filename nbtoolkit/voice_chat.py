@@ -279,12 +279,16 @@ class VoiceChat(ipywidgets.VBox):
         return jpeg
 
     async def wait_turns(self, n: int = 1, timeout: float = 60.0) -> list[Reply]:
-        """Wait until ``n`` turns have finished (at most ``timeout`` seconds); returns them.
+        """Wait until ``n`` turns have finished and the browser has played their answers out
+        (at most ``timeout`` seconds for the turns); returns them.
 
         Raises what went wrong if the session fails or a take fails meanwhile, and
         :class:`~nbtoolkit.errors.ConnectionLost` when the time is up.
         """
         await self._wait(lambda: len(self.turns) >= n, timeout, f"{n} turn(s)")
+        # An answer arrives faster than it plays: whoever speaks next (a person, or a cell
+        # after this one) would talk over its tail, a barge-in that flushes it.
+        await asyncio.sleep(max(0.0, self.player.played_out_at - time.monotonic()))
         return self.turns[:n]
 
     async def wait_state(self, state: str, timeout: float = 60.0) -> None:
@@ -449,7 +453,7 @@ class VoiceChat(ipywidgets.VBox):
         if event.answer == self._flushed_answer:
             return  # one barge-in, one flush: this answer is gone already
         # the browser still plays (or holds) answer audio? headless players never do
-        if event.if_audible and not (self.player.playing or self.player.buffered_ms > 0):
+        if event.if_audible and not self.player.audible:
             return
         self._flushed_answer = event.answer
         if event.by:

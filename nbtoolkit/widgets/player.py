@@ -12,6 +12,7 @@ on ``played_clip``.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ class Player(anywidget.AnyWidget):
         self._views_ready = 0
         self._flushes = 0
         self._fed: list[Clip] = []
+        self._played_out_at = 0.0  # see played_out_at
         self.on_msg(self._on_custom_msg)
 
     # ----------------------------------------------------------------- public API
@@ -97,6 +99,20 @@ class Player(anywidget.AnyWidget):
         for part in parts[1:]:
             clip = clip + part
         return clip
+
+    @property
+    def played_out_at(self) -> float:
+        """When the audio sent to the browser will have played out, on :func:`time.monotonic`'s
+        clock: the kernel's own schedule of what it sent (about as the view schedules it: back to
+        back, after the lead-in), so it does not wait for the view's next report. 0.0 before a
+        view is ready and after a flush."""
+        return self._played_out_at
+
+    @property
+    def audible(self) -> bool:
+        """True while the browser plays or holds audio, as the view last reported or as
+        :attr:`played_out_at` says (a report lags up to ~100 ms behind). Never without a view."""
+        return self.playing or self.buffered_ms > 0 or time.monotonic() < self._played_out_at
 
     @property
     def fed_ms(self) -> float:
@@ -138,6 +154,7 @@ class Player(anywidget.AnyWidget):
             epoch = self._flushes
             self._pending_bytes = 0
             self._pending.clear()
+            self._played_out_at = 0.0
         self._post({"type": "flush", "epoch": epoch}, [])
 
     # ----------------------------------------------------------------- messages
@@ -145,9 +162,16 @@ class Player(anywidget.AnyWidget):
         # under the lock so queued and direct messages keep their order across threads
         with self._lock:
             if self._views_ready:
-                self.send(content, buffers)
+                self._send_to_view(content, buffers)
             else:
                 self._queue(content, buffers)
+
+    def _send_to_view(self, content: dict[str, Any], buffers: list[bytes]) -> None:
+        if content["type"] == "pcm":  # schedule it as player.js does
+            lead = time.monotonic() + self.prebuffer_ms / 1000
+            seconds = sum(len(b) for b in buffers) / 2 / content["rate"]
+            self._played_out_at = max(self._played_out_at, lead) + seconds
+        self.send(content, buffers)
 
     def _queue(self, content: dict[str, Any], buffers: list[bytes]) -> None:
         if content["type"] == "flush":
@@ -167,7 +191,7 @@ class Player(anywidget.AnyWidget):
                 self._views_ready += 1
                 while self._pending:
                     queued, buffers = self._pending.popleft()
-                    self.send(queued, buffers)
+                    self._send_to_view(queued, buffers)
                 self._pending_bytes = 0
         elif kind == "flushed":
             played = content.get("played_ms")
