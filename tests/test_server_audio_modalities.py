@@ -5,26 +5,38 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from conftest import timeout
 
+from nbtoolkit import serve_audio_modalities
 from nbtoolkit.audio.clip import Clip
+from nbtoolkit.backends.audio_modalities import AudioModalitiesClient
+from nbtoolkit.errors import ConfigError, ProtocolError
+from nbtoolkit.ledger import Ledger
 from nbtoolkit.protocols.audio_modalities import user_message
 from nbtoolkit.protocols.sse import SSEDecoder
 
 
 def post(server: Any, body: Any, token: str | None = "server") -> tuple[httpx.Response, list[str]]:
     """POST like the seed's curl command; returns the response (body read) and each event's data."""
+    token = server.token.reveal() if token == "server" else token
+    return post_to(server.endpoints.audio_modalities_url, body, token)
+
+
+def post_to(url: str, body: Any, token: str | None) -> tuple[httpx.Response, list[str]]:
+    """POST ``body`` to ``url`` (with ``Bearer token``); the response (body read) and each event's data."""
     headers = {"Content-Type": "application/json"}
     if token is not None:
-        headers["Authorization"] = f"Bearer {server.token.reveal() if token == 'server' else token}"
+        headers["Authorization"] = f"Bearer {token}"
     decoder, datas = SSEDecoder(), []
     with httpx.stream(
         "POST",
-        server.endpoints.audio_modalities_url,
+        url,
         content=json.dumps(body),
         headers=headers,
         timeout=timeout(60),
@@ -129,3 +141,63 @@ def test_non_streaming_request_is_refused_with_400(server) -> None:
 def test_unusable_request_is_refused_with_400_before_streaming(server, body) -> None:
     response, _ = post(server, body)
     assert response.status_code == 400
+
+
+# --------------------------------------------------------------------------- audio parameters
+def _half_second_answer(text: str, audio: Clip | None) -> tuple[str, Clip | None]:
+    """A served function: answers every request with half a second of 16 kHz tone."""
+    t = np.arange(8000) / 16000
+    return "a tone", Clip.from_array(0.3 * np.sin(2 * np.pi * 440 * t), 16000)
+
+
+def test_a_server_at_24khz_in_20ms_chunks_streams_960_byte_chunks_the_client_reads() -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with serve_audio_modalities(_half_second_answer, sample_rate=24000, chunk_ms=20) as srv:
+        response, datas = post_to(srv.url, body, srv.token.reveal())
+        client = AudioModalitiesClient(
+            srv.url, api_key=srv.token, sample_rate=24000, chunk_ms=20, ledger=Ledger()
+        )
+        reply = client.ask(text="hi")
+    assert response.status_code == 200
+    _, frames = frames_of(datas)
+    sizes = [len(base64.b64decode(f["choices"][0]["delta"]["audio"]["data"])) for f in frames]
+    assert set(sizes) == {960}  # 24000 × 2 × 0.020; half a second is 25 whole chunks
+    assert sum(sizes) == 24000  # 0.5 s × 24000 Hz × 2 bytes
+    assert reply.text == "a tone"
+    assert reply.audio is not None and reply.audio.rate == 24000
+    assert reply.audio.duration == pytest.approx(0.5)
+
+
+def test_the_local_server_streams_the_agora_defaults_16khz_in_1280_byte_chunks(server) -> None:
+    _, datas = post(server, {"messages": [{"role": "user", "content": "what is two plus two"}]})
+    _, frames = frames_of(datas)
+    sizes = [len(base64.b64decode(f["choices"][0]["delta"]["audio"]["data"])) for f in frames]
+    assert set(sizes[:-1]) == {1280} and 0 < sizes[-1] <= 1280
+
+
+def test_a_client_told_other_parameters_than_the_server_says_so_and_keeps_what_arrived() -> None:
+    with serve_audio_modalities(_half_second_answer, sample_rate=24000, chunk_ms=40) as srv:
+        client = AudioModalitiesClient(srv.url, api_key=srv.token, chunk_ms=40, ledger=Ledger())
+        with pytest.raises(ProtocolError, match=r"1920 bytes.*1280 bytes") as info:
+            client.ask(text="hi")
+    partial = info.value.partial
+    assert partial is not None and partial.text == "a tone"
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"sample_rate": 0}, "sample_rate=0"),
+        ({"sample_rate": 96000}, "sample_rate=96000"),
+        ({"chunk_ms": 0}, "chunk_ms=0"),
+        ({"chunk_ms": 2.5}, "chunk_ms=2.5"),
+        ({"sample_rate": 11025, "chunk_ms": 10}, "110.25 samples"),
+    ],
+)
+def test_nonsense_audio_parameters_are_refused_by_server_and_client_before_any_request(
+    options: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        serve_audio_modalities(_half_second_answer, **options)
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        AudioModalitiesClient("http://127.0.0.1:9/x", api_key="k", ledger=Ledger(), **options)

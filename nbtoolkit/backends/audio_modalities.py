@@ -96,6 +96,11 @@ class AudioModalitiesClient(Client):
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        # each checked, and as a pair (a chunk must hold whole samples): ConfigError if not
+        AudioParams(
+            DEFAULT_RATE if sample_rate is None else sample_rate,
+            DEFAULT_CHUNK_MS if chunk_ms is None else chunk_ms,
+        )
         if url is not None and not (
             isinstance(url, str) and url.startswith(("http://", "https://"))
         ):
@@ -109,22 +114,19 @@ class AudioModalitiesClient(Client):
                 )
             url = endpoints.audio_modalities_url
             api_key = endpoints.api_key if api_key is None else api_key
-        elif endpoints is None:
-            # a server of the format, not DashScope: it needs no DashScope endpoints or key
-            endpoints = local_endpoints(url, Secret(""))
         if api_key is None:
             raise ConfigError(
                 f"No key for {url}",
                 "pass api_key= (for a serve_audio_modalities server: its .token)",
             )
+        if endpoints is None:
+            # a server of the format, not DashScope: endpoints of its own, with its key
+            endpoints = local_endpoints(
+                url, api_key if isinstance(api_key, Secret) else Secret(api_key)
+            )
         super().__init__(endpoints, model=model, ledger=ledger, retry=retry, timeout=timeout)
         self.url = url
         self._key = api_key if isinstance(api_key, Secret) else Secret(api_key)
-        # each checked, and as a pair (a chunk must hold whole samples): ConfigError if not
-        AudioParams(
-            DEFAULT_RATE if sample_rate is None else sample_rate,
-            DEFAULT_CHUNK_MS if chunk_ms is None else chunk_ms,
-        )
         self.sample_rate = sample_rate
         self.chunk_ms = chunk_ms
         self.voice = voice
