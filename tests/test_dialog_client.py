@@ -248,8 +248,8 @@ def test_server_that_never_answers_times_out_as_connection_lost(faulty_server):
             d.speak("hello")
 
 
-def test_refused_start_raises_server_error(faulty_server):
-    faulty_server.faults = Faults(status=503)
+def test_refused_start_raises_server_error_after_the_retries(faulty_server):
+    faulty_server.faults = Faults(status=503, fail_times=3)  # the default policy tries 3 times
     with pytest.raises(ServerError, match="ServiceUnavailable"):
         dialog(faulty_server).open()
 

@@ -401,8 +401,8 @@ def test_wrong_token_raises_auth_error_naming_the_key(server: Any) -> None:
     assert "definitely-wrong" not in str(info.value)
 
 
-def test_refused_session_raises_rate_limited(faulty_server: Any) -> None:
-    faulty_server.faults = Faults(status=429)
+def test_refused_session_raises_rate_limited_after_the_retries(faulty_server: Any) -> None:
+    faulty_server.faults = Faults(status=429, fail_times=3)  # the default policy tries 3 times
 
     async def main() -> None:
         async with OmniRealtime(faulty_server.endpoints, ledger=Ledger()):

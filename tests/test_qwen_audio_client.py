@@ -148,7 +148,7 @@ def test_rate_limit_is_retried_after_retry_after_and_then_answers(
     faulty_server: Any, qa: QwenAudio, caplog: pytest.LogCaptureFixture
 ) -> None:
     faulty_server.faults = Faults(status=429, retry_after=0.2)
-    with caplog.at_level(logging.INFO, logger="nbtoolkit.backends.qwen_audio"):
+    with caplog.at_level(logging.INFO, logger="nbtoolkit.retry"):
         reply = qa.ask(text="one plus one equals what")
     assert "two" in reply.text.lower()
     assert faulty_server.faults.fail_times == 0  # the server did refuse once
@@ -162,7 +162,7 @@ def test_server_error_twice_raises_server_error_after_the_retries(
     faulty_server.faults = Faults(status=500, fail_times=2)
     qa = QwenAudio(server.endpoints, ledger=ledger, retry=RetryPolicy(max_retries=1, initial=0.01))
     with (
-        caplog.at_level(logging.INFO, logger="nbtoolkit.backends.qwen_audio"),
+        caplog.at_level(logging.INFO, logger="nbtoolkit.retry"),
         pytest.raises(ServerError) as info,
     ):
         qa.ask(text="one plus one equals what")
