@@ -23,7 +23,7 @@ from nbtoolkit.errors import (
     ServerError,
 )
 from nbtoolkit.ledger import Ledger, session_ledger, set_session_budget
-from nbtoolkit.results import Reply, Timeline, Usage
+from nbtoolkit.results import LATENCIES, Reply, Timeline, Usage
 from nbtoolkit.retry import RetryPolicy
 
 __version__ = "0.1.0"
@@ -66,6 +66,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "LATENCIES",
     "AudioError",
     "AudioModalitiesClient",
     "AuthError",
