@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -59,7 +59,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 @dataclass(frozen=True)
 class RetryPolicy:
     """``max_retries`` extra attempts with jittered exponential backoff from ``initial`` to ``maximum``
-    seconds; a server's Retry-After is honoured up to ``retry_after_cap`` seconds."""
+    seconds; a server's Retry-After is waited for when it is at most ``retry_after_cap`` seconds,
+    and a longer one ends the retries at once (:meth:`next_wait`)."""
 
     max_retries: int = 2
     initial: float = 0.5
@@ -112,10 +113,6 @@ class RetryPolicy:
             return min(retry_after, self.retry_after_cap)
         base = min(self.maximum, self.initial * (2**attempt))
         return base * (0.75 + 0.5 * (rng or random).random())  # ±25 % jitter
-
-    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
-        for attempt in range(self.max_retries):
-            yield self.delay(attempt, rng=rng)
 
 
 #: A policy that never retries.
