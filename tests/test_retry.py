@@ -7,11 +7,13 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from conftest import timeout
 
+from nbtoolkit.backends._dialog_sdk import error_from
 from nbtoolkit.backends.dialog import Dialog
 from nbtoolkit.backends.omni import OmniRealtime
 from nbtoolkit.backends.qwen_audio import QwenAudio
@@ -167,3 +169,47 @@ def test_dialog_rate_limit_says_what_it_means_and_what_to_do(faulty_server: Any)
     assert "check the request" not in str(err)
     assert "rate limiting" in err.problem and "quota" in err.problem
     assert err.fix is not None and "wait" in err.fix and "fewer requests" in err.fix
+
+
+def _busy_server(attempts: list[int]) -> Any:
+    """A WebSocket server on 127.0.0.1 that refuses every upgrade with 429 and Retry-After: 300."""
+    from websockets.asyncio.server import serve
+
+    def refuse(connection: Any, request: Any) -> Any:
+        attempts.append(1)
+        response = connection.respond(429, "busy\n")
+        response.headers["Retry-After"] = "300"
+        return response
+
+    async def never(ws: Any) -> None:  # every upgrade is refused before it gets here
+        await ws.close()
+
+    return serve(never, "127.0.0.1", 0, process_request=refuse)
+
+
+def test_omni_connect_told_to_wait_longer_than_the_cap_raises_at_once(server: Any) -> None:
+    attempts: list[int] = []
+
+    async def main() -> None:
+        async with _busy_server(attempts) as busy:
+            port = busy.sockets[0].getsockname()[1]
+            url = f"ws://127.0.0.1:{port}/api-ws/v1/realtime"
+            endpoints = replace(server.endpoints, realtime_url=url)
+            async with OmniRealtime(endpoints, retry=RetryPolicy(max_retries=5), ledger=Ledger()):
+                pass
+
+    with pytest.raises(RateLimited) as info:
+        bounded(lambda: asyncio.run(main()), 20)
+    assert info.value.retry_after == 300 and info.value.status == 429
+    assert len(attempts) == 1
+
+
+def test_dialog_handshake_refusal_keeps_the_servers_retry_after() -> None:
+    from websocket import WebSocketBadStatusException
+
+    refused = WebSocketBadStatusException(
+        "Handshake status %d %s", 429, "Too Many Requests", {"retry-after": "300"}
+    )
+    err = error_from(refused, None)
+    assert isinstance(err, RateLimited) and err.retry_after == 300 and err.status == 429
+    assert RetryPolicy(max_retries=5).next_wait(0, err) is None
