@@ -138,7 +138,7 @@ class Capacity:
         self.fixed = max_sessions
         self.target_load = target_load
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self.sessions = 0
         self.requests = 0
         self._busy = PRIOR_DEMAND * PRIOR_WEIGHT_S  # decayed engine-seconds of sessions' jobs
@@ -179,6 +179,12 @@ class Capacity:
         """HTTP generation requests running or waiting at once."""
         return self.workers * (1 + QUEUE_PER_WORKER)
 
+    def wait_for(self, predicate: Callable[[Capacity], bool], timeout: float) -> bool:
+        """Block until ``predicate(self)`` holds (True) or ``timeout`` seconds pass (False); it is
+        checked whenever a session or request starts or ends."""
+        with self._lock:
+            return self._lock.wait_for(lambda: predicate(self), timeout)
+
     # ------------------------------------------------------------------ sessions
     def join(self) -> Seat | Refusal:
         """A seat for a new session, or why there is none."""
@@ -187,6 +193,7 @@ class Capacity:
             if self.sessions < limit:
                 self._advance()
                 self.sessions += 1
+                self._lock.notify_all()
                 lane = Lane()
                 lane.on_busy = self._record
                 return Seat(lane)
@@ -215,6 +222,7 @@ class Capacity:
         with self._lock:
             self._advance()
             self.sessions -= 1
+            self._lock.notify_all()
 
     # ------------------------------------------------------------------ HTTP requests
     def start_request(self) -> Lane | Refusal:
@@ -222,6 +230,7 @@ class Capacity:
         with self._lock:
             if self.requests < self.max_requests:
                 self.requests += 1
+                self._lock.notify_all()
                 return Lane()
             waiting = self.requests - self.workers + 1
             wait = max(1, math.ceil(self._request_cost * waiting / self.workers))
@@ -236,6 +245,7 @@ class Capacity:
         lane.close()
         with self._lock:
             self.requests -= 1
+            self._lock.notify_all()
             if lane.busy > 0:
                 self._request_cost += 0.2 * (lane.busy - self._request_cost)
 

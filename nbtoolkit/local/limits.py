@@ -1,10 +1,18 @@
-"""Request-body caps for the local server: HTTP 413, in DashScope's error shape, before a route reads
-more than it may.
+"""Size and length caps for the local server: HTTP 413, in DashScope's error shape, before a route
+reads more than it may; and the longest utterance it transcribes.
 
 Every route used to decide for itself (or not at all: a multipart upload was spooled whole before its
 handler looked at it). :class:`BodyLimit` is one ASGI middleware in front of all of them. It refuses a
 declared ``Content-Length`` over the cap without reading the body, and stops a chunked body the
 moment it passes the cap. Routes that carry a whole audio file get a larger cap (:data:`ROUTE_LIMITS`).
+
+One utterance is at most :data:`MAX_UTTERANCE_SECONDS` long, the cloud's cap for one sentence of
+streamed speech: DashScope's sentence recogniser (Gummy, the realtime API's transcription model)
+takes "audio of at most one minute, otherwise it reports an error and disconnects"
+(https://help.aliyun.com/zh/model-studio/developer-reference/sentence-java-api). Uploaded files
+keep Qwen-Audio's caps: at most 10 MB, of which the first 30 s are used
+(https://help.aliyun.com/zh/model-studio/audio-language-model, "使用限制";
+:mod:`nbtoolkit.protocols.conversation`).
 """
 
 from __future__ import annotations
@@ -15,11 +23,15 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nbtoolkit.errors import ProtocolError
 from nbtoolkit.local.routes.conversation import MAX_BODY as GENERATION_MAX_BODY
 from nbtoolkit.protocols.conversation import MAX_AUDIO_BYTES
 from nbtoolkit.protocols.conversation import PATH as GENERATION_PATH
 
-__all__ = ["ROUTE_LIMITS", "BodyLimit"]
+__all__ = ["MAX_UTTERANCE_SECONDS", "ROUTE_LIMITS", "BodyLimit", "check_utterance"]
+
+#: The longest utterance the server transcribes, in seconds (see the module docstring).
+MAX_UTTERANCE_SECONDS = 60.0
 
 #: Exact paths with their own cap: a 10 MB audio file as a base64 ``data:`` URI (generation), or as
 #: a multipart upload with its form fields (the SDK's ``file://`` upload flow).
@@ -103,3 +115,15 @@ async def _refuse(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def check_utterance(seconds: float, fix: str) -> None:
+    """Refuse an utterance over :data:`MAX_UTTERANCE_SECONDS` before any engine work is spent on it
+    (``ProtocolError``, code ``InvalidParameter``); ``fix`` says how the client ends one sooner."""
+    if seconds > MAX_UTTERANCE_SECONDS:
+        raise ProtocolError(
+            f"The utterance is {seconds:.0f} s long; one utterance may be at most "
+            f"{MAX_UTTERANCE_SECONDS:.0f} s, as in the cloud",
+            f"{fix}: split long speech into sentences",
+            code="InvalidParameter",
+        )

@@ -107,6 +107,7 @@ class EnginePool(ThreadPoolExecutor):
             return _cancelled()
         with self._count_lock:
             self.queued += 1
+            self._count_lock.notify_all()
         future = super().submit(self._run, lane, fn, args, kwargs)
         future.add_done_callback(self._dropped)
         if lane is not None and not lane._track(future):
@@ -117,6 +118,7 @@ class EnginePool(ThreadPoolExecutor):
         with self._count_lock:
             self.queued -= 1
             self.active += 1
+            self._count_lock.notify_all()
         start = time.monotonic()
         try:
             return fn(*args, **kwargs)
@@ -135,10 +137,15 @@ class EnginePool(ThreadPoolExecutor):
                 self.queued -= 1
                 self._count_lock.notify_all()
 
+    def wait_for(self, predicate: Callable[[EnginePool], bool], timeout: float) -> bool:
+        """Block until ``predicate(self)`` holds (True) or ``timeout`` seconds pass (False); it is
+        checked whenever a job is submitted, starts, finishes or is cancelled."""
+        with self._count_lock:
+            return self._count_lock.wait_for(lambda: predicate(self), timeout)
+
     def wait_idle(self, timeout: float) -> bool:
         """Block until no job is queued or running (True), or ``timeout`` seconds pass (False)."""
-        with self._count_lock:
-            return self._count_lock.wait_for(lambda: self.queued == 0 and self.active == 0, timeout)
+        return self.wait_for(lambda pool: pool.queued == 0 and pool.active == 0, timeout)
 
 
 def _cancelled() -> Future[Any]:
