@@ -15,6 +15,7 @@ from typing import Any
 from nbtoolkit import pricing
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.config import scrub_secrets
+from nbtoolkit.errors import ConfigError
 
 __all__ = [
     "LANES",
@@ -256,6 +257,12 @@ class Timeline:
         return timeline
 
     def mark(self, lane: str, name: str, **detail: Any) -> Event:
+        """Add an event named ``name`` on ``lane``, now."""
+        if not isinstance(lane, str) or not isinstance(name, str):
+            raise ConfigError(
+                f"Timeline.mark() takes a lane and a name as text, not {lane!r}, {name!r}",
+                'e.g. timeline.mark("client", "request")',
+            )
         ev = Event(time.monotonic() - self.t0, lane, name, dict(detail))
         self.events.append(ev)
         return ev

@@ -24,6 +24,10 @@ MAX_RATE = 384_000
 _FLOAT_PEAK_LIMIT = 2.0
 
 
+#: The longest silence Clip.silence makes (a day at 16 kHz is 2.8 GB: longer is a mistake).
+MAX_SILENCE_SECONDS = 24 * 3600.0
+
+
 def _check_rate(rate: Any) -> int:
     if (
         isinstance(rate, bool)
@@ -123,6 +127,12 @@ class Clip:
     def from_pcm(cls, data: bytes | bytearray | memoryview, rate: int) -> Clip:
         """From raw little-endian signed 16-bit mono PCM bytes at ``rate`` Hz."""
         _check_rate(rate)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise AudioError(
+                f"PCM data must be bytes, not {type(data).__name__}",
+                "pass raw 16-bit samples as bytes (for a file use Clip.load, for numbers "
+                "Clip.from_array)",
+            )
         raw = bytes(data)
         if not raw:
             raise AudioError("The PCM data is empty", "send at least one 16-bit sample")
@@ -136,6 +146,16 @@ class Clip:
     @classmethod
     def silence(cls, seconds: float, rate: int = 16000) -> Clip:
         """``seconds`` of digital silence (at least one sample)."""
+        _check_rate(rate)
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not (0 <= seconds <= MAX_SILENCE_SECONDS)
+        ):
+            raise AudioError(
+                f"Silence of {seconds!r} seconds cannot be made",
+                f"give a number of seconds from 0 to {MAX_SILENCE_SECONDS:.0f}",
+            )
         return cls(np.zeros(max(1, round(seconds * rate)), dtype=np.int16), rate)
 
     @classmethod

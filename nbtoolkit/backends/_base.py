@@ -134,6 +134,16 @@ class Client:
                 f"timeout= must be a number of seconds above 0, not {timeout!r}",
                 "e.g. timeout=60",
             )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigError(
+                f"retry= must be a RetryPolicy, not {type(retry).__name__}",
+                "e.g. retry=nbtoolkit.RetryPolicy(max_retries=3)",
+            )
+        if ledger is not None and not isinstance(ledger, Ledger):
+            raise ConfigError(
+                f"ledger= must be a Ledger, not {type(ledger).__name__}",
+                "e.g. ledger=nbtoolkit.Ledger(budget_cny=1.0) (or leave it out)",
+            )
         if endpoints is not None and not isinstance(endpoints, Endpoints):
             raise ConfigError(
                 f"endpoints= must be Endpoints, not {type(endpoints).__name__}",

@@ -207,14 +207,39 @@ class OmniRealtime(AsyncClient):
         on_malformed: Literal["raise", "skip"] = "raise",
         max_queue: int = 1024,
     ) -> None:
-        mods = list(modalities)
-        if sorted(mods) not in (["text"], ["audio", "text"]):
+        mods = list(modalities) if isinstance(modalities, (list, tuple)) else [modalities]
+        if sorted(map(str, mods)) not in (["text"], ["audio", "text"]):
             raise ConfigError(
                 f"modalities must be ('text',) or ('text', 'audio'), not {tuple(mods)!r}",
                 "pass modalities=('text', 'audio') for speech or ('text',) for text only",
             )
         if voice not in VOICES:
             raise ConfigError(f"Unknown voice {voice!r}", f"choose one of {', '.join(VOICES)}")
+        if vad is not None and not isinstance(vad, dict):
+            raise ConfigError(
+                f"vad= must be a dict of server VAD settings, not {type(vad).__name__}",
+                "e.g. vad={'silence_duration_ms': 500}",
+            )
+        if instructions is not None and not isinstance(instructions, str):
+            raise ConfigError(
+                f"instructions= must be text, not {type(instructions).__name__}",
+                "e.g. instructions='Answer briefly.'",
+            )
+        for name, value in (
+            ("ping_interval", ping_interval),
+            ("ping_timeout", ping_timeout),
+            ("open_timeout", open_timeout),
+            ("close_timeout", close_timeout),
+        ):
+            optional = name.startswith("ping")
+            if (value is None and optional) or (
+                not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value < 3600
+            ):
+                continue
+            raise ConfigError(
+                f"{name}= must be a number of seconds above 0, not {value!r}",
+                f"e.g. {name}=20" + (" (or None to turn it off)" if optional else ""),
+            )
         if turn_detection not in ("server_vad", None):
             raise ConfigError(
                 f"turn_detection must be 'server_vad' or None, not {turn_detection!r}",

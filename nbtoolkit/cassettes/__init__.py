@@ -12,6 +12,7 @@ thread. The file format and the matching rules are in ``docs/cassettes.md``.
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ def record(path: str | Path, upstream: Endpoints | None = None) -> Recording:
     endpoints inside the block. Keys, tokens and upload signatures are redacted before anything is
     written; the file is written when the block ends.
     """
-    return Recording(path, upstream)
+    return Recording(_cassette_path(path), upstream)
 
 
 def replay(
@@ -148,4 +149,13 @@ def replay(
     ``audio="duration"``); one that differs is refused with a protocol error naming the first
     difference, which the client raises as :class:`~nbtoolkit.errors.ProtocolError`.
     """
-    return Replay(path, pace, rules or MatchRules(**rule_options))
+    return Replay(_cassette_path(path), pace, rules or MatchRules(**rule_options))
+
+
+def _cassette_path(path: Any) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(
+            f"A cassette is a file: pass its path, not a {type(path).__name__}",
+            'e.g. nbtoolkit.record("session.cassette")',
+        )
+    return Path(path)

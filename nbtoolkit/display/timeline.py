@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from nbtoolkit.errors import ConfigError
+from nbtoolkit.results import Timeline
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-
-    from nbtoolkit.results import Timeline
 
 __all__ = ["plot_timeline"]
 
@@ -32,6 +33,11 @@ def plot_timeline(timeline: Timeline, ax: Axes | None = None) -> Axes:
     """
     import matplotlib.pyplot as plt  # lazy: plotting is optional at import time
 
+    if not isinstance(timeline, Timeline):
+        raise ConfigError(
+            f"plot_timeline() draws a Timeline, not a {type(timeline).__name__}",
+            "pass reply.timeline (or Timeline.from_events([...]))",
+        )
     lanes = timeline.lanes()
     fig = None
     if ax is None:

@@ -9,6 +9,7 @@ import numpy as np
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.audio.features import envelope
 from nbtoolkit.audio.inline import WAVEFORM_COLOR, waveform_svg
+from nbtoolkit.errors import AudioError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -35,6 +36,11 @@ def plot_waveform(
     the Axes' width in pixels), never a point per sample: an hour at 16 kHz takes about as long as
     one numpy pass over the samples. Makes a new figure when ``ax`` is None.
     """
+    if not isinstance(clip, Clip):
+        raise AudioError(
+            f"plot_waveform() draws a Clip, not a {type(clip).__name__}",
+            "make one first: Clip.load(path) or Clip.from_array(samples, rate)",
+        )
     ax = axes_or_new(ax, (10, 2.2))
     columns = width_px or max(1, round(ax.bbox.width))
     mins, maxs = envelope(clip, columns)

@@ -244,6 +244,8 @@ class Recorder(anywidget.AnyWidget):
         frames: Iterable[Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if source is not None and not isinstance(source, Clip):
+            source = Clip.load(source)  # a path or encoded bytes; anything else: AudioError
         super().__init__(simulated=source is not None, **kwargs)
         self.source = source
         self.realtime = realtime
