@@ -38,7 +38,7 @@ _LAZY = {
     "OmniRealtime": "nbtoolkit.backends.omni",
     "ReconnectPolicy": "nbtoolkit.backends.omni",
     "AudioModalitiesClient": "nbtoolkit.backends.audio_modalities",
-    "serve_audio_modalities": "nbtoolkit.local.audio_modalities_server",
+    "serve_audio_modalities": "nbtoolkit.audio_modalities_server",
     "Recorder": "nbtoolkit.widgets",
     "Player": "nbtoolkit.widgets",
     "is_headless": "nbtoolkit.widgets",

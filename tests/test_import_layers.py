@@ -16,15 +16,7 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "nbtoolkit"
-
-#: Cycles between parts still open, each owned by another piece of work: the local server's
-#: audio-modalities route is built on the clients (local.audio_modalities_server imports
-#: backends._base and backends.omni) while the clients reach the server through connect()
-#: (backends._base -> connection -> local.server).
-OWNED_ELSEWHERE = {frozenset({"nbtoolkit.backends", "nbtoolkit.connection", "nbtoolkit.local"})}
 
 
 def _module_names() -> dict[str, Path]:
@@ -175,16 +167,6 @@ def test_the_graph_sees_imports_of_every_kind() -> None:
     ]
 
 
-def test_no_new_import_cycle_between_the_packages_parts() -> None:
-    new = [c for c in _cycles(_part_graph()) if c not in OWNED_ELSEWHERE]
-    assert new == [], {" <-> ".join(sorted(c)): _explain(c) for c in new}
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="open, owned elsewhere: backends -> connection -> local -> backends "
-    "(local.audio_modalities_server imports backends._base and backends.omni)",
-)
 def test_no_import_cycle_between_the_packages_parts() -> None:
     cycles = _cycles(_part_graph())
     assert cycles == [], {" <-> ".join(sorted(c)): _explain(c) for c in cycles}

@@ -38,7 +38,7 @@ from nbtoolkit.protocols.audio_modalities import (
 
 __all__ = ["AnswerFn", "AudioModalitiesServer", "serve_audio_modalities"]
 
-log = logging.getLogger("nbtoolkit.local.audio_modalities_server")
+log = logging.getLogger("nbtoolkit.audio_modalities_server")
 
 #: ``(text, audio) -> (reply text, reply audio)``: the simplest backend ``serve_audio_modalities`` takes.
 AnswerFn = Callable[[str, Clip | None], tuple[str, Clip | None]]
