@@ -53,10 +53,11 @@ class Secret:
         if len(value) < MIN_KEY_LENGTH:
             # the message never shows the value, not even in part
             raise ConfigError(
-                f"An API key of {len(value)} characters is too short to be a real key "
+                f"An API key or token of {len(value)} characters is too short to be real "
                 f"(at least {MIN_KEY_LENGTH})",
-                "paste the whole key: a DashScope key is 'sk-' followed by 32 hex digits "
-                "(for the offline engine, leave the key out and call nbtoolkit.connect())",
+                "paste the whole key: a DashScope key is 'sk-' followed by 32 hex digits; a token "
+                f"of your own needs {MIN_KEY_LENGTH} characters or more (or leave it out: "
+                "nbtoolkit.connect() and the local server make their own)",
             )
         self.__value = value
         register(self)

@@ -394,3 +394,9 @@ def test_a_key_too_short_to_be_real_is_refused_without_showing_it(
     with pytest.raises(ConfigError):
         get_api_key()
     assert Secret(short + "x" * (16 - len(short))).reveal().startswith(short)
+
+
+def test_a_local_server_refuses_a_token_too_short_to_be_a_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        start(token="short-token")
+    assert "short-token" not in str(info.value) and "16" in str(info.value)

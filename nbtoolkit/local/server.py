@@ -197,6 +197,8 @@ def start(
             f"The local server binds loopback only, not {host!r}",
             "use 127.0.0.1 (tunnel with ssh -L if you need it elsewhere)",
         )
+    if token is not None:
+        Secret(token)  # a token too short to be a key is refused before anything is bound
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
