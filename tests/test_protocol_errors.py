@@ -152,3 +152,12 @@ def test_a_realtime_error_type_is_read_when_its_code_is_not_in_the_table() -> No
     err = error_for(None, "engine_crashed", "boom", error_type="server_error")
     assert type(err) is ServerError and err.code == "engine_crashed"
     assert type(error_for(None, "Throttling", None, error_type="server_error")) is RateLimited
+
+
+def test_a_realtime_refusal_built_from_a_row_reads_back_as_the_same_error() -> None:
+    for status, row in STATUSES.items():
+        err = error_for(None, row.code, "refused", error_type=row.error_type)
+        assert type(err) is row.error, status
+        assert row.close in (1008, 1011, 1013)
+    assert STATUSES[429].error_type == "rate_limit_error" and STATUSES[429].close == 1013
+    assert STATUSES[503].error_type == "server_error"

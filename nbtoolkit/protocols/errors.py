@@ -51,7 +51,9 @@ __all__ = [
 @dataclass(frozen=True)
 class Row:
     """One kind of failure: its exception, its canonical code and HTTP status, what it means
-    (completes "<where> …") and what to do. ``local_fix`` replaces ``fix`` for the local server."""
+    (completes "<where> …") and what to do. ``local_fix`` replaces ``fix`` for the local server.
+    ``error_type`` and ``close`` are how a realtime server reports it: the ``error.type`` of its
+    ``error`` event and the close code that follows when the session cannot go on."""
 
     error: type[BackendError]
     code: str
@@ -59,6 +61,8 @@ class Row:
     meaning: str
     fix: str
     local_fix: str | None = None
+    error_type: str = "invalid_request_error"
+    close: int = 1008
 
 
 _KEY_FIX = (
@@ -125,6 +129,8 @@ _THROTTLED = Row(
     # "{wait}" is filled in by error_for with the server's Retry-After, when it gave one
     "{wait} and call again; send fewer requests at once (run_batch(..., concurrency=1, "
     "rate_limit=…)) or ask for a higher quota",
+    error_type="rate_limit_error",
+    close=1013,
 )
 _INTERNAL = Row(
     ServerError,
@@ -132,6 +138,8 @@ _INTERNAL = Row(
     500,
     "failed with an internal error",
     "try again in a moment; if it persists, the service is having trouble (quote the request_id)",
+    error_type="server_error",
+    close=1011,
 )
 _UNAVAILABLE = Row(
     ServerError,
@@ -139,6 +147,8 @@ _UNAVAILABLE = Row(
     503,
     "is unavailable (overloaded or in maintenance)",
     "try again in a minute",
+    error_type="server_error",
+    close=1011,
 )
 _GATEWAY_TIMEOUT = Row(
     ServerError,
@@ -146,6 +156,8 @@ _GATEWAY_TIMEOUT = Row(
     504,
     "timed out behind its gateway",
     "try again; shorter audio is answered sooner",
+    error_type="server_error",
+    close=1011,
 )
 _POLICY_CLOSE = Row(
     AuthError,
@@ -161,6 +173,8 @@ _INTERNAL_CLOSE = Row(
     1011,
     "closed the connection on an internal error (1011)",
     _INTERNAL.fix,
+    error_type="server_error",
+    close=1011,
 )
 _TRY_LATER_CLOSE = Row(
     ServerError,
@@ -168,6 +182,8 @@ _TRY_LATER_CLOSE = Row(
     1013,
     "closed the connection because it is overloaded (1013, try again later)",
     _UNAVAILABLE.fix,
+    error_type="server_error",
+    close=1013,
 )
 
 #: Error codes (DashScope codes and their families, OpenAI-style error types) → row.
