@@ -52,6 +52,7 @@ from nbtoolkit.local.realtime_session import (
 )
 from nbtoolkit.local.routes import run_engine
 from nbtoolkit.local.server import MAX_WS_MESSAGE
+from nbtoolkit.protocols.errors import STATUSES, lookup
 from nbtoolkit.protocols.realtime import INPUT_RATE, OUTPUT_RATE, ErrorEvent, RealtimeEvent, new_id
 
 __all__ = ["router"]
@@ -96,17 +97,11 @@ def _jpeg_size(jpeg: bytes) -> tuple[int, int]:
 
 
 def _refusal(status: int) -> tuple[dict[str, Any], int]:
-    """The ``error`` event and close code that stand for HTTP ``status`` on this protocol."""
-    if status in (401, 403):
-        code, kind, close = "InvalidApiKey", "invalid_request_error", 1008
-    elif status == 429:
-        code, kind, close = "Throttling.RateQuota", "rate_limit_error", 1013
-    elif status >= 500:
-        code, kind, close = "InternalError", "server_error", 1011
-    else:
-        code, kind, close = "InvalidParameter", "invalid_request_error", 1008
+    """The ``error`` event and close code that stand for HTTP ``status`` on this protocol (from
+    the one status/code table)."""
+    row = lookup(status) or STATUSES[400]
     message = f"Injected fault: the local server refuses this session with status {status}"
-    return {"type": kind, "code": code, "message": message, "param": None}, close
+    return {"type": row.error_type, "code": row.code, "message": message, "param": None}, row.close
 
 
 class _Inbox:
