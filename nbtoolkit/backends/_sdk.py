@@ -38,7 +38,7 @@ _POLICY_REFUSED = re.compile(r"Get upload certificate failed, code: ([^,]*), mes
 def upload_file(endpoints: Endpoints, model: str, path: Path) -> str:
     """Upload ``path`` the way the SDK does for ``file://`` (policy, then the form POST); returns
     the ``oss://<key>`` reference to put in a message."""
-    from dashscope.utils.oss_utils import OssUtils
+    from dashscope.utils.oss_utils import OssUtils  # the SDK takes ≈ 0.8 s to import: on first call
 
     ref, _certificate = OssUtils.upload(
         model=model,
@@ -59,7 +59,7 @@ def conversation_call(
 ) -> Any:
     """``MultiModalConversation.call`` at ``endpoints``: the response, or with ``stream`` a generator
     of incremental chunks (no request is made until it is first advanced)."""
-    from dashscope import MultiModalConversation
+    from dashscope import MultiModalConversation  # ≈ 0.8 s to import: on first call
 
     return MultiModalConversation.call(
         model=model,

@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import io
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlparse
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as open_websocket
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from nbtoolkit import events as ev
 from nbtoolkit.audio.clip import Clip
@@ -43,6 +48,7 @@ from nbtoolkit.errors import (
     NbToolkitError,
     ProtocolError,
 )
+from nbtoolkit.ledger import Ledger
 from nbtoolkit.protocols.errors import error_for
 from nbtoolkit.protocols.realtime import (
     DEFAULT_TURN_DETECTION,
@@ -77,11 +83,6 @@ from nbtoolkit.protocols.realtime import (
 from nbtoolkit.protocols.realtime_turn import RealtimeTurnCollector
 from nbtoolkit.results import Reply, Timeline, Usage
 from nbtoolkit.retry import RetryPolicy, parse_retry_after, retrying_async
-
-if TYPE_CHECKING:
-    from websockets.asyncio.client import ClientConnection
-
-    from nbtoolkit.ledger import Ledger
 
 __all__ = ["RECOVERABLE_CLOSE_CODES", "OmniRealtime", "ReconnectPolicy", "Reconnected"]
 
@@ -340,14 +341,11 @@ class OmniRealtime(AsyncClient):
         return self._response_id is not None
 
     async def _open(self) -> ClientConnection:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-
         url = f"{self.endpoints.realtime_url}?model={self.model}"
         headers = {"Authorization": f"Bearer {self.endpoints.api_key.reveal()}"}
         where = "the local server" if self.endpoints.local else "DashScope"
         try:
-            ws = await connect(
+            ws = await open_websocket(
                 url,
                 # websockets logs request headers (Authorization too) at DEBUG
                 logger=scrubbed_logger("websockets.client"),
@@ -423,8 +421,6 @@ class OmniRealtime(AsyncClient):
 
     # ------------------------------------------------------------------ reading
     async def _read_loop(self) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         while True:
             ws = self._ws
             assert ws is not None
@@ -588,8 +584,6 @@ class OmniRealtime(AsyncClient):
             self._mark("client", event.type)
 
     async def _send(self, event: RealtimeEvent) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         if not self._ready.is_set():  # reconnecting: wait for the new session, boundedly
             budget = self.open_timeout * 2 + (self.reconnect.retry.maximum if self.reconnect else 0)
             try:
@@ -857,8 +851,6 @@ def _jpeg(image: Any) -> bytes | str | Path:
     """An image as :meth:`OmniRealtime.send_image` takes it: JPEG bytes or a path as given; a PIL
     image is encoded."""
     if hasattr(image, "save") and not isinstance(image, (str, Path)):
-        import io
-
         buf = io.BytesIO()
         image.convert("RGB").save(buf, "JPEG", quality=85)
         return buf.getvalue()
