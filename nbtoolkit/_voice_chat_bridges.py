@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from nbtoolkit import events as answer_events
@@ -311,13 +310,15 @@ class _TakeBridge(Bridge):
 
 
 class _DialogView:
-    """A Dialog's events → chat events: answer audio (labelled with the answer it belongs to),
-    states, the growing transcripts, the server's barge-ins. Every method runs on the chat's loop."""
+    """A Dialog's :mod:`nbtoolkit.events` → chat events: answer audio (labelled with the answer it
+    belongs to), states, the growing transcripts, the server's barge-ins. Every method runs on the
+    chat's loop."""
 
     def __init__(self, emit: Emit, dialog: Dialog) -> None:
         self.emit = emit
         self.dialog = dialog
         self.answers = 0  # the Dialog's answers so far: the label of their audio
+        self.said = ""  # the current answer's text, from its deltas
         self.video_connected = False
 
     @property
@@ -328,24 +329,28 @@ class _DialogView:
         """Drop the answer the player holds (the chat does it once per answer)."""
         self.emit(Flush(reason, self.answer, by=by, if_audible=if_audible))
 
-    def speech_started(self) -> None:
-        self.emit(Mark("vad", "speech_started"))
-        # the server's answer may be complete while the browser still plays it: stop that too
-        self.flush("player", "barge_in", if_audible=True)
-
-    def audio(self, clip: Clip) -> None:
-        self.emit(Audio(clip.to_pcm(), clip.rate, self.answer))
-
-    def state(self, state: str) -> None:
-        if state == "Responding":
-            self.answers += 1  # a new answer
-        mapped = _DIALOG_STATES.get(state)
-        # Listening comes back once the answer is sent, before the turn is folded: TurnDone says so
-        if mapped is not None and mapped != LISTENING:
-            self.emit(State(mapped))
-
-    def text(self, role: str, text: str) -> None:
-        self.emit(Heard(text) if role == "user" else Said(text))
+    def show(self, event: answer_events.StreamEvent) -> None:
+        """Render one event of the answer being heard or given."""
+        if isinstance(event, answer_events.StateChanged):
+            if event.state == "Responding":
+                self.answers += 1  # a new answer
+                self.said = ""
+            mapped = _DIALOG_STATES.get(event.state)
+            # Listening comes back once the answer is sent, before the turn is folded: TurnDone
+            # says so
+            if mapped is not None and mapped != LISTENING:
+                self.emit(State(mapped))
+        elif isinstance(event, answer_events.SpeechStarted):
+            self.emit(Mark("vad", "speech_started"))
+            # the server's answer may be complete while the browser still plays it: stop that too
+            self.flush("player", "barge_in", if_audible=True)
+        elif isinstance(event, answer_events.Heard):
+            self.emit(Heard(event.text))
+        elif isinstance(event, answer_events.TextDelta):
+            self.said += event.delta
+            self.emit(Said(self.said))
+        elif isinstance(event, answer_events.AudioDelta):
+            self.emit(Audio(event.audio.to_pcm(), event.audio.rate, self.answer))
 
     async def video_frame(self, image: Any) -> bool:
         """A live frame for a ``Dialog(video=True)`` (connects the video channel first)."""
@@ -356,7 +361,8 @@ class _DialogView:
 
 
 class _DialogBridgeBase(Bridge):
-    """A Dialog in any mode, opened and closed here unless the user had opened it already."""
+    """A Dialog in any mode, opened and closed here unless the user had opened it already. Its
+    ``on_…`` hooks stay the user's: the chat reads the Dialog's event streams."""
 
     def __init__(self, emit: Emit, dialog: Dialog) -> None:
         super().__init__(emit)
@@ -418,90 +424,21 @@ class _DialogBridge(_DialogBridgeBase, _TakeBridge):
             stream = self.dialog.stream(take)
         else:
             stream = self.dialog.stream(text=VISUAL_QUESTION, images=[take])
-        said = ""
         async for event in stream:
-            if isinstance(event, answer_events.StateChanged):
-                self.view.state(event.state)
-            elif isinstance(event, answer_events.SpeechStarted):
-                self.view.speech_started()
-            elif isinstance(event, answer_events.Heard):
-                self.emit(Heard(event.text))
-            elif isinstance(event, answer_events.TextDelta):
-                said += event.delta
-                self.emit(Said(said))
-            elif isinstance(event, answer_events.AudioDelta):
-                self.view.audio(event.audio)
+            self.view.show(event)
         assert stream.reply is not None  # the stream ends with Done, or raises
         return stream.reply
 
 
-class _DialogHooks:
-    """A live Dialog reports audio, states, transcripts and barge-ins only through its single
-    ``on_…`` hooks (in the SDK's or the live session's thread): while the chat runs these are
-    chained in front of the user's own (still called) and hop to the chat's loop; then put back."""
-
-    def __init__(self, dialog: Dialog, view: _DialogView) -> None:
-        self.dialog = dialog
-        self.view = view
-        self.user = (
-            dialog.on_audio,
-            dialog.on_state,
-            dialog.on_text,
-            dialog.on_flush,
-            dialog.on_speech_started,
-        )
-
-    def install(self) -> None:
-        loop = asyncio.get_running_loop()
-        d, view = self.dialog, self.view
-        user_audio, user_state, user_text, user_flush, user_speech = self.user
-
-        def hop(fn: Callable[..., None], *args: Any) -> None:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(fn, *args)
-
-        def on_audio(clip: Clip) -> None:
-            hop(view.audio, clip)
-            if user_audio is not None:
-                user_audio(clip)
-
-        def on_state(state: str) -> None:
-            hop(view.state, state)
-            if user_state is not None:
-                user_state(state)
-
-        def on_text(role: str, text: str, final: bool) -> None:
-            hop(view.text, role, text)
-            if user_text is not None:
-                user_text(role, text, final)
-
-        def on_flush() -> None:
-            hop(view.flush, "server_vad", "barge_in")
-            if user_flush is not None:
-                user_flush()
-
-        def on_speech_started() -> None:
-            hop(view.speech_started)
-            if user_speech is not None:
-                user_speech()
-
-        d.on_audio, d.on_state, d.on_text = on_audio, on_state, on_text
-        d.on_flush, d.on_speech_started = on_flush, on_speech_started
-
-    def restore(self) -> None:
-        d = self.dialog
-        d.on_audio, d.on_state, d.on_text, d.on_flush, d.on_speech_started = self.user
-
-
 class _DialogLiveBridge(_DialogBridgeBase):
     """duplex / tap2talk: one :class:`DialogLive` for the session. Chunks (and SendSpeech, the
-    end-of-take check, pictures) go out in order from one sender task; finished turns come back
-    from the live session's thread."""
+    end-of-take check, pictures) go out in order from one sender task; the session's events
+    (``async for event in live``) come back on the chat's loop."""
 
     def __init__(self, emit: Emit, dialog: Dialog) -> None:
         super().__init__(emit, dialog)
-        self.hooks = _DialogHooks(dialog, self.view)
         self.live: DialogLive | None = None
+        self.events: AsyncIterator[answer_events.StreamEvent] | None = None
         self.outbox: asyncio.Queue[Callable[[DialogLive], None]] = asyncio.Queue()
         self.notice = (
             "Dialog · duplex: the server hears where each question ends; "
@@ -512,15 +449,14 @@ class _DialogLiveBridge(_DialogBridgeBase):
         )
 
     async def open(self) -> None:
-        self.hooks.install()
         await super().open()
         self.live = await asyncio.to_thread(self.dialog.live)
+        self.events = self.live.events()  # read from now: nothing the session says is missed
 
     async def close(self) -> None:
         live, self.live = self.live, None
         if live is not None:
             await asyncio.to_thread(live.close)
-        self.hooks.restore()
         await super().close()
 
     def take_started(self) -> None:
@@ -545,26 +481,32 @@ class _DialogLiveBridge(_DialogBridgeBase):
             send = await self.outbox.get()
             try:
                 await asyncio.to_thread(send, live)
-            except NbToolkitError as exc:  # a lost session: its next_turn() says why
+            except NbToolkitError as exc:  # a lost session: its events end with why
                 log.debug("dialog live send failed: %s", exc)
 
     async def run(self) -> None:
-        live = self.live
-        assert live is not None
+        live, events = self.live, self.events
+        assert live is not None and events is not None
         sender = asyncio.create_task(self._send_loop(live), name="voice-chat-dialog-send")
         try:
-            while True:
-                try:
-                    turn = await asyncio.to_thread(live.next_turn, math.inf)
-                except NbToolkitError as exc:
-                    if live.closed:
-                        raise  # the connection is gone: the session ends
-                    self.emit(Failed(exc))  # no speech heard, an Error event
-                    continue
-                self.emit(TurnDone(turn))
+            async for event in events:  # raises what ended the session
+                self._on_event(event)
         finally:
             sender.cancel()
             await asyncio.wait([sender])
+        raise ConnectionLost("The dialog's live session was closed", "start the chat again")
+
+    def _on_event(self, event: answer_events.StreamEvent) -> None:
+        """One event of the live session → chat events."""
+        if isinstance(event, answer_events.Cancelled):  # a barge-in: the server dropped it
+            self.view.flush("server_vad", "barge_in")
+        elif isinstance(event, answer_events.Done):
+            self.view.said = ""
+            self.emit(TurnDone(event.reply))
+        elif isinstance(event, answer_events.Failed):
+            self.emit(Failed(event.error))  # no speech heard, an Error event
+        else:
+            self.view.show(event)
 
 
 class _QwenAudioBridge(_TakeBridge):

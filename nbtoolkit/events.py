@@ -10,6 +10,11 @@ Every event has a ``type``; what a backend sends that has no event here arrives 
 (its ``type`` and the message as the backend gave it), so nothing is dropped. The stream always ends
 with :class:`Done` (holding the whole :class:`~nbtoolkit.results.Reply`) or raises the backend's
 error, whose ``partial`` keeps what arrived.
+
+A live session (``async for event in dialog.live()``) is one stream of many turns: each ends with
+its own :class:`Done`; an answer cut short by a barge-in also gives :class:`Cancelled` first, and a
+turn that fails without ending the session gives :class:`Failed`. The iteration ends with the
+session (it raises what ended it, if something did).
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nbtoolkit.audio.clip import Clip
+from nbtoolkit.errors import NbToolkitError
 from nbtoolkit.results import Reply
 
 __all__ = [
     "AudioDelta",
+    "Cancelled",
     "Done",
+    "Failed",
     "Heard",
     "RawEvent",
     "SpeechStarted",
@@ -89,6 +97,26 @@ class Done:
 
 
 @dataclass(frozen=True)
+class Cancelled:
+    """Live sessions: the answer was cancelled before its end (the user spoke over it, began a
+    new utterance, or called ``interrupt()``), so a player should drop what it still holds of it.
+    ``reply`` is what arrived (status ``"cancelled"``); the rest of its audio never comes, and its
+    :class:`Done` follows."""
+
+    reply: Reply
+    type: Literal["cancelled"] = "cancelled"
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Live sessions: one turn failed (the server refused it, or heard no speech) and the session
+    goes on. ``error`` is the toolkit's error; its ``partial`` keeps what arrived, if anything."""
+
+    error: NbToolkitError
+    type: Literal["failed"] = "failed"
+
+
+@dataclass(frozen=True)
 class RawEvent:
     """A backend message with no event of its own here, kept as it came."""
 
@@ -97,5 +125,14 @@ class RawEvent:
 
 
 StreamEvent = (
-    TextDelta | AudioDelta | Heard | SpeechStarted | SpeechStopped | StateChanged | Done | RawEvent
+    TextDelta
+    | AudioDelta
+    | Heard
+    | SpeechStarted
+    | SpeechStopped
+    | StateChanged
+    | Cancelled
+    | Done
+    | Failed
+    | RawEvent
 )

@@ -3,17 +3,20 @@ what it keeps when the server misbehaves (faults injected by ``faulty_server``).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import threading
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import aclosing
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 from conftest import timeout
 
 from nbtoolkit.audio.clip import Clip
-from nbtoolkit.backends.dialog import Dialog, to_jpeg
+from nbtoolkit.backends.dialog import Dialog, DialogLive, to_jpeg
 from nbtoolkit.config import Secret, local_endpoints
 from nbtoolkit.errors import (
     AudioError,
@@ -23,9 +26,21 @@ from nbtoolkit.errors import (
     ImageError,
     ServerError,
 )
+from nbtoolkit.events import (
+    AudioDelta,
+    Cancelled,
+    Done,
+    Failed,
+    Heard,
+    StateChanged,
+    StreamEvent,
+    TextDelta,
+)
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.local import Faults
 from nbtoolkit.protocols.dialog import MAX_IMAGE_BYTES
+
+T = TypeVar("T")
 
 LONG_TEXT = (
     "this is a long answer that keeps going for a while so that there is time to interrupt it "
@@ -394,3 +409,194 @@ def test_turn_calls_are_refused_while_a_stream_reads_the_answers(server, questio
             d.ask(question)
         with pytest.raises(ConfigError, match="live session"):
             d.live()
+
+
+# ----------------------------------------------------------------------------- live events
+def run_async(coro: Coroutine[Any, Any, T], seconds: float = 40) -> T:
+    """``coro`` on one fresh event loop, bounded."""
+    return asyncio.run(asyncio.wait_for(coro, timeout(seconds)))
+
+
+async def read_until(events: AsyncIterator[StreamEvent], turns: int) -> list[StreamEvent]:
+    """The events up to the ``turns``-th Done."""
+    got: list[StreamEvent] = []
+    async with aclosing(events):  # type: ignore[type-var]  # an async generator
+        async for event in events:
+            got.append(event)
+            if sum(isinstance(e, Done) for e in got) == turns:
+                return got
+    return got
+
+
+def seconds_of(events: list[StreamEvent]) -> float:
+    return sum(e.audio.duration for e in events if isinstance(e, AudioDelta))
+
+
+def test_live_events_come_in_order_with_the_words_heard_and_said_and_done_carries_the_reply(
+    server, engine, question
+):
+    async def talk(s: DialogLive) -> list[StreamEvent]:
+        events = s.events()  # read from now, before anything is sent
+        sending = asyncio.create_task(asyncio.to_thread(s.send_audio, Clip.silence(0.3) + question))
+        got = await read_until(events, 1)
+        await sending
+        return got
+
+    with dialog(server, mode="duplex", sample_rate=16000) as d, d.live() as s:
+        got = run_async(talk(s))
+        turn = s.next_turn(timeout(5))  # the turns still queue for next_turn
+    types = [e.type for e in got]
+    assert types[-1] == "done" and types.count("done") == 1
+    done = got[-1]
+    assert isinstance(done, Done) and done.reply is turn and turn.status == "completed"
+    states = [e.state for e in got if isinstance(e, StateChanged)]
+    assert states[-3:] == ["Thinking", "Responding", "Listening"]
+    heard = [e for e in got if isinstance(e, Heard)]
+    assert heard[-1].final and "plus" in words(heard[-1].text) and heard[-1].text == turn.heard
+    said = "".join(e.delta for e in got if isinstance(e, TextDelta))
+    assert said == turn.text and "two" in words(said)
+    assert turn.audio is not None and seconds_of(got) == pytest.approx(turn.audio.duration)
+    spoken = Clip.from_pcm(
+        b"".join(e.audio.to_pcm() for e in got if isinstance(e, AudioDelta)), 16000
+    )
+    assert "two" in spoken_words(engine, spoken)
+    # heard as it is spoken, then answered: words before their audio
+    assert types.index("speech.started") < types.index("input.transcript")
+    assert (
+        max(types.index("speech.stopped"), got.index(heard[-1]))
+        < got.index(StateChanged("Responding"))
+        < types.index("text.delta")
+        < types.index("audio.delta")
+    )
+
+
+def test_live_barge_in_gives_cancelled_and_the_abandoned_answers_late_audio_never_arrives(
+    server, engine, question
+):
+    full = len(engine.synthesize(LONG_TEXT, rate=16000)) / 16000
+    late = np.full(1600, 9000, dtype="<i2").tobytes()  # 0.1 s of the abandoned answer
+    states: list[str] = []
+    flushes: list[str] = []
+    holder: dict[str, Dialog] = {}
+
+    def on_state(state: str) -> None:
+        # The cloud may still send frames of an answer after the Listening that abandons it; the
+        # local server stops at once, so the frame is put where the SDK would put it.
+        if states[-1:] == ["Responding"] and state == "Listening" and not flushes:
+            holder["d"]._inbox.put("audio", late)
+            flushes.append("late frame sent")
+        states.append(state)
+
+    async def talk(s: DialogLive) -> list[StreamEvent]:
+        events = s.events()
+        s.speak(LONG_TEXT)
+        got: list[StreamEvent] = []
+        sending = None
+        async with aclosing(events):  # type: ignore[type-var]  # an async generator
+            async for event in events:
+                got.append(event)
+                if event == StateChanged("Responding") and sending is None:
+                    talking = Clip.silence(0.3) + question  # the user talks over the answer
+                    sending = asyncio.create_task(
+                        asyncio.to_thread(s.send_audio, talking, pace=True)
+                    )
+                if sum(isinstance(e, Done) for e in got) == 2:
+                    break
+        assert sending is not None
+        await sending
+        return got
+
+    with (
+        dialog(
+            server,
+            mode="duplex",
+            sample_rate=16000,
+            on_state=on_state,
+            on_flush=lambda: flushes.append("flush"),
+        ) as d,
+        d.live() as s,
+    ):
+        holder["d"] = d
+        got = run_async(talk(s))
+    assert flushes == ["late frame sent", "flush"]
+    (cancel,) = [i for i, e in enumerate(got) if isinstance(e, Cancelled)]
+    cut_done, answer_done = [e for e in got if isinstance(e, Done)]
+    cut, answer = cut_done.reply, answer_done.reply
+    assert got[cancel + 1] is cut_done and got[cancel].reply is cut  # type: ignore[union-attr]
+    assert cut.status == "cancelled" and answer.status == "completed"
+    assert "two" in words(answer.text) and "plus" in words(answer.heard)
+    # what arrived of the cut answer came before the cancel; after it, only the next answer's
+    first_audio, after = got[:cancel], got[cancel:]
+    assert cut.audio is not None and seconds_of(first_audio) == pytest.approx(cut.audio.duration)
+    assert cut.audio.duration < full
+    next_responding = after.index(StateChanged("Responding"))
+    assert not [e for e in after[:next_responding] if isinstance(e, AudioDelta)]
+    assert answer.audio is not None and seconds_of(after) == pytest.approx(answer.audio.duration)
+    assert "two" in spoken_words(engine, answer.audio)
+
+
+def test_a_failed_live_turn_is_an_event_and_the_session_goes_on(server, question):
+    async def talk(s: DialogLive) -> list[StreamEvent]:
+        events = s.events()
+        got: list[StreamEvent] = []
+
+        def mumble() -> None:
+            s.send_audio(Clip.silence(1.0))
+            s.end_of_input()
+
+        def ask() -> None:
+            s.send_audio(question)
+            s.end_of_input()
+
+        await asyncio.to_thread(mumble)
+        async with aclosing(events):  # type: ignore[type-var]  # an async generator
+            async for event in events:
+                got.append(event)
+                if isinstance(event, Failed):
+                    await asyncio.to_thread(ask)
+                if isinstance(event, Done):
+                    break
+        return got
+
+    with dialog(server, mode="duplex") as d, d.live() as s:
+        got = run_async(talk(s))
+        assert not s.closed
+    (failed,) = [e for e in got if isinstance(e, Failed)]
+    assert isinstance(failed.error, AudioError) and "heard no speech" in str(failed.error)
+    done = got[-1]
+    assert isinstance(done, Done) and "two" in words(done.reply.text)
+    assert got.index(failed) < len(got) - 1
+
+
+def test_live_events_end_when_the_session_closes_and_raise_what_dropped_it(faulty_server):
+    async def read_all(events: AsyncIterator[StreamEvent]) -> list[StreamEvent]:
+        return [event async for event in events]
+
+    async def closing(s: DialogLive) -> tuple[list[StreamEvent], list[StreamEvent]]:
+        events = s.events()
+        await asyncio.to_thread(s.close)
+        return await read_all(events), await read_all(s.events())  # even a late reader ends
+
+    with dialog(faulty_server, mode="duplex") as d:
+        assert run_async(closing(d.live()), 15) == ([], [])
+        assert d.speak("still here").text == "still here"
+
+    async def dropped(s: DialogLive) -> tuple[list[StreamEvent], ServerError]:
+        events = s.events()
+        s.speak(LONG_TEXT)
+        got: list[StreamEvent] = []
+        with pytest.raises(ServerError) as err:
+            async for event in events:
+                got.append(event)
+        return got, err.value
+
+    d = dialog(faulty_server, mode="duplex", sample_rate=16000)
+    with d, d.live() as s:
+        faulty_server.faults = Faults(
+            drop_after=_audio_frames_before_drop(LONG_TEXT, 3), close_code=1011
+        )
+        got, error = run_async(dropped(s))
+    assert not [e for e in got if isinstance(e, Done)]
+    assert "".join(e.delta for e in got if isinstance(e, TextDelta)) == LONG_TEXT
+    assert error.partial.text == LONG_TEXT
+    assert seconds_of(got) == pytest.approx(0.3) == error.partial.audio.duration

@@ -6,20 +6,28 @@ running clock to hear the end of speech, as in the official demos), and each tur
 finishes (``next_turn()`` / ``turns()`` and the dialog's ``on_turn`` hook): speech over an answer
 makes the server stop it, the turn is reported "cancelled" and ``on_flush`` is called so a player
 drops what it still holds.
+
+The same session is also a stream of :mod:`nbtoolkit.events` for async code (a notebook cell, a
+voice chat on the kernel's loop): ``async for event in live`` gives what the server says as it says
+it (states, speech started/stopped, the words heard, the answer's text and audio), ``Cancelled``
+when a barge-in stops an answer, ``Done(reply)`` for each finished turn and ``Failed(error)`` for a
+turn that failed while the session goes on; it ends when the session does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Protocol
 
 from dashscope.multimodal.multimodal_request_params import RequestToRespondParameters
 
 from nbtoolkit.audio.clip import Clip
+from nbtoolkit.backends._base import Emit
 from nbtoolkit.backends._dialog_sdk import (
     Inbox,
     call_hook,
@@ -30,7 +38,8 @@ from nbtoolkit.backends._dialog_sdk import (
 )
 from nbtoolkit.backends._sdk import TIMED_OUT
 from nbtoolkit.config import Endpoints
-from nbtoolkit.errors import AudioError, ConnectionLost, NbToolkitError
+from nbtoolkit.errors import AudioError, ConfigError, ConnectionLost, NbToolkitError
+from nbtoolkit.events import Cancelled, Done, Failed, StreamEvent
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.protocols.dialog import INPUT_RATE, DialogTurnCollector
 from nbtoolkit.results import Reply, Timeline, Usage
@@ -51,6 +60,7 @@ class LiveOwner(Protocol):
     _inbox: Inbox
     _stopping: bool
     _live: DialogLive | None
+    _emit: Emit | None
 
     @property
     def ledger(self) -> Ledger: ...
@@ -85,6 +95,9 @@ class DialogLive:
     for :meth:`next_turn` / :meth:`turns`. A turn that fails (an ``Error`` event, or the server
     heard no speech — see :meth:`end_of_input`) is raised by :meth:`next_turn` and the stream goes
     on; a lost connection ends it (the exception's ``partial`` is the turn so far).
+
+    ``async for event in live`` (or :meth:`events`) reads the same session as
+    :mod:`nbtoolkit.events`; turns still queue for :meth:`next_turn` meanwhile.
     """
 
     def __init__(self, dialog: LiveOwner, *, fill_silence: bool) -> None:
@@ -102,7 +115,13 @@ class DialogLive:
         self._heard = False  # SpeechStarted since the last start_speech / end_of_input check
         self._checks = 0  # end_of_input heartbeats not answered yet
         self._fatal: BaseException | None = None
+        # readers of events(): (their loop, their queue); replaced whole, so the stream's
+        # thread can walk it without the lock
+        self._readers: tuple[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]], ...] = ()
+        self._readers_lock = threading.Lock()
+        self._events_over = False
         self._new_turn()
+        dialog._emit = self._publish  # Dialog._handle reports the server's events here
         self._thread = threading.Thread(target=self._run, name="nbtoolkit-dialog-stream")
         self._thread.daemon = True
         self._thread.start()
@@ -182,6 +201,8 @@ class DialogLive:
         if self._fatal is not None:
             raise self._fatal
         if self._stop.is_set():
+            if not user:
+                return  # the stream's own zero frame, as close() stops it: nothing is lost
             raise ConnectionLost("The dialog stream is closed", "open a new one with d.live()")
         with self._send_lock:
             try:
@@ -241,12 +262,80 @@ class DialogLive:
                     return
                 raise
 
+    # ------------------------------------------------------------------ events (async readers)
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self.events()
+
+    def events(self) -> AsyncIterator[StreamEvent]:
+        """The session's :mod:`nbtoolkit.events` from now on, for ``async for`` on the running
+        loop: StateChanged, SpeechStarted/SpeechStopped, Heard, TextDelta and AudioDelta as they
+        come (audio of the current answer only), Cancelled when a barge-in stops an answer,
+        Done(reply) per finished turn, Failed(error) per failed turn. Call it before sending what
+        it should see: it reads from the moment it is called.
+
+        The iteration ends when the session is closed, and raises what ended it otherwise (a
+        lost connection, with ``partial``). It waits as long as the session is quiet (a live
+        microphone may say nothing for minutes); :meth:`close` ends it. Events are queued without
+        a bound: the server paces them (about real time for audio), and a reader that stops
+        iterating stops being fed.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise ConfigError(
+                "A live session's events are read on a running event loop",
+                "use `async for event in live` in async code (a notebook cell can await), "
+                "or next_turn() from plain code",
+            ) from None
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        reader = (loop, inbox)
+        with self._readers_lock:
+            if self._events_over:
+                inbox.put_nowait(_END)
+            else:
+                self._readers = (*self._readers, reader)
+        return self._read(reader)
+
+    async def _read(
+        self, reader: tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]
+    ) -> AsyncIterator[StreamEvent]:
+        try:
+            while (item := await reader[1].get()) is not _END:
+                yield item
+        finally:
+            self._drop_reader(reader)
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _drop_reader(self, reader: tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]) -> None:
+        with self._readers_lock:
+            self._readers = tuple(r for r in self._readers if r is not reader)
+
+    def _publish(self, event: Any) -> None:
+        """Hand ``event`` (or the end, ``_END``) to every reader, on its own loop."""
+        for reader in self._readers:
+            loop, inbox = reader
+            try:
+                loop.call_soon_threadsafe(inbox.put_nowait, event)
+            except RuntimeError:  # that loop is closed: nobody reads there any more
+                self._drop_reader(reader)
+
+    def _end_events(self) -> None:
+        with self._readers_lock:
+            if self._events_over:
+                return
+            self._events_over = True
+        self._publish(_END)
+        with self._readers_lock:
+            self._readers = ()
+
     def close(self) -> None:
         """Stop the stream's thread (the dialog stays open for say/ask or a new stream)."""
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
         self._results.put(_END)
+        self._end_events()
         if self.dialog._live is self:
             self.dialog._live = None
 
@@ -278,6 +367,9 @@ class DialogLive:
         finally:
             self._stop.set()
             self._results.put(_END)
+            if self.dialog._emit == self._publish:
+                self.dialog._emit = None
+            self._end_events()
 
     def _fold(self, item: tuple[Any, ...]) -> None:
         d, c = self.dialog, self._collector
@@ -289,6 +381,7 @@ class DialogLive:
             exc = error_from(item[1], partial, local=d.endpoints.local)
             self._end_turn(exc.partial if c.begun else None)
             self._results.put(exc)
+            self._publish(Failed(exc))
             return
         d._handle(item, c, self._timeline)  # raises when the session is over
         if self._t0 is None and c.begun:
@@ -299,20 +392,22 @@ class DialogLive:
             self._checks -= 1
             heard, self._heard = self._heard, False
             if not heard:
-                self._results.put(
-                    AudioError(
-                        "The server's voice detector heard no speech in the recording",
-                        "speak louder or closer, or use mode='push2talk'",
-                    )
+                unheard = AudioError(
+                    "The server's voice detector heard no speech in the recording",
+                    "speak louder or closer, or use mode='push2talk'",
                 )
+                self._results.put(unheard)
+                self._publish(Failed(unheard))
         if c.done:
             turn = d._partial(c, self._timeline, c.status)
             self._end_turn(turn)
             if turn.status == "cancelled":
                 call_hook(d.on_flush)
+                self._publish(Cancelled(turn))
             call_hook(d.on_turn, turn)
             self.turns_done.append(turn)
             self._results.put(turn)
+            self._publish(Done(turn))
             d.ledger.check(local=d.endpoints.local)
 
     def _end_turn(self, turn: Reply | None) -> None:
