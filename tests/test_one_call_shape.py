@@ -181,3 +181,16 @@ def test_a_question_over_the_length_limit_is_refused_before_sending(server: Any,
         pytest.raises(AudioError, match=r"ask\(\) sends at most 120 s"),
     ):
         client.ask(Clip.silence(360.0))
+
+
+@pytest.mark.parametrize("make", [QwenAudio, Dialog, OmniRealtime])
+def test_a_key_given_to_a_client_picks_the_cloud_and_is_never_shown(
+    make: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DASHSCOPE_HTTP_BASE_URL", raising=False)
+    key = "sk-" + "0123456789abcdef" * 2
+    client = make(api_key=key, ledger=Ledger())  # nothing is sent until asked
+    assert not client.local and client.endpoints.region == "cn"
+    assert key not in repr(client) and key not in repr(client.endpoints)
+    with pytest.raises(ConfigError, match="Both endpoints= and api_key="):
+        make(client.endpoints, api_key=key)

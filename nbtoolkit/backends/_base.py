@@ -27,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 
 from nbtoolkit._portal import portal_loop, run_sync
 from nbtoolkit.audio.clip import Clip
-from nbtoolkit.config import Endpoints
+from nbtoolkit.config import Endpoints, Secret
 from nbtoolkit.connection import connect
 from nbtoolkit.errors import AudioError, ConfigError, ConnectionLost, ImageError
 from nbtoolkit.events import Done, StreamEvent
@@ -107,8 +107,9 @@ def _check_options(options: Mapping[str, Any], allowed: Iterable[str], client: s
 
 
 class Client:
-    """The shape of every client. ``endpoints=None`` means :func:`nbtoolkit.connect` (the cloud
-    with a key, else the offline engine); ``ledger=None`` the session ledger; ``retry=None`` the
+    """The shape of every client. ``endpoints=None`` means :func:`nbtoolkit.connect` with
+    ``api_key`` (the cloud with a key, from the argument or ``DASHSCOPE_API_KEY``, else the offline
+    engine); ``ledger=None`` the session ledger; ``retry=None`` the
     default :class:`~nbtoolkit.retry.RetryPolicy`. ``timeout`` bounds each wait, in seconds."""
 
     #: The options this client's ``ask`` takes besides audio/text/images.
@@ -119,6 +120,7 @@ class Client:
         endpoints: Endpoints | None = None,
         *,
         model: str,
+        api_key: str | Secret | None = None,
         ledger: Ledger | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 60.0,
@@ -149,7 +151,12 @@ class Client:
                 f"endpoints= must be Endpoints, not {type(endpoints).__name__}",
                 "use nbtoolkit.connect() (or leave it out)",
             )
-        self.endpoints = endpoints if endpoints is not None else connect(quiet=True)
+        if endpoints is not None and api_key is not None:
+            raise ConfigError(
+                "Both endpoints= and api_key= were given; endpoints already carry a key",
+                "pass one: api_key='sk-…' (the cloud) or endpoints=nbtoolkit.connect(…)",
+            )
+        self.endpoints = endpoints if endpoints is not None else connect(api_key, quiet=True)
         self.model = model
         self.retry = retry if retry is not None else RetryPolicy()
         self.timeout = float(timeout)

@@ -59,7 +59,7 @@ from nbtoolkit.backends._dialog_sdk import (
 )
 from nbtoolkit.backends._sdk import CONNECT_FAILED, TIMED_OUT
 from nbtoolkit.backends.dialog_live import FRAME_MS, DialogLive
-from nbtoolkit.config import Endpoints
+from nbtoolkit.config import Endpoints, Secret
 from nbtoolkit.errors import (
     AudioError,
     BackendError,
@@ -124,6 +124,7 @@ class Dialog(Client):
         endpoints: Endpoints | None = None,
         *,
         model: str = "multimodal-dialog",
+        api_key: str | Secret | None = None,
         mode: str = "push2talk",
         voice: str = "longxiaochun_v2",
         sample_rate: int = 24000,
@@ -153,7 +154,9 @@ class Dialog(Client):
             )
         if not isinstance(video, bool):
             raise ConfigError(f"video= must be True or False, not {video!r}", "e.g. video=True")
-        super().__init__(endpoints, model=model, ledger=ledger, retry=retry, timeout=timeout)
+        super().__init__(
+            endpoints, model=model, api_key=api_key, ledger=ledger, retry=retry, timeout=timeout
+        )
         self.mode = mode
         self.voice = voice
         self.sample_rate = int(sample_rate)

@@ -37,7 +37,7 @@ from nbtoolkit import events as ev
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.audio.features import is_silent
 from nbtoolkit.backends._base import AsyncClient, Emit, Question
-from nbtoolkit.config import LOOPBACK_HOSTS, Endpoints, scrubbed_logger
+from nbtoolkit.config import LOOPBACK_HOSTS, Endpoints, Secret, scrubbed_logger
 from nbtoolkit.errors import (
     AudioError,
     AuthError,
@@ -191,6 +191,7 @@ class OmniRealtime(AsyncClient):
         endpoints: Endpoints | None = None,
         *,
         model: str = "qwen-omni-turbo-realtime",
+        api_key: str | Secret | None = None,
         ledger: Ledger | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 60.0,
@@ -246,7 +247,9 @@ class OmniRealtime(AsyncClient):
                 f"turn_detection must be 'server_vad' or None, not {turn_detection!r}",
                 "use None for push-to-talk (commit yourself) or 'server_vad'",
             )
-        super().__init__(endpoints, model=model, ledger=ledger, retry=retry, timeout=timeout)
+        super().__init__(
+            endpoints, model=model, api_key=api_key, ledger=ledger, retry=retry, timeout=timeout
+        )
         self.on_flush = on_flush
         self.reconnect = reconnect
         self.ping_interval, self.ping_timeout = ping_interval, ping_timeout

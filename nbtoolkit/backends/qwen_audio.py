@@ -34,7 +34,7 @@ from typing import Any, Literal, TypeVar
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.backends import _sdk
 from nbtoolkit.backends._base import AudioInput, Client, Emit, Question
-from nbtoolkit.config import Endpoints
+from nbtoolkit.config import Endpoints, Secret
 from nbtoolkit.errors import (
     AudioError,
     BackendError,
@@ -77,6 +77,7 @@ class QwenAudio(Client):
         endpoints: Endpoints | None = None,
         *,
         model: str = "qwen-audio-turbo-latest",
+        api_key: str | Secret | None = None,
         ledger: Ledger | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 60.0,
@@ -86,7 +87,9 @@ class QwenAudio(Client):
             raise ConfigError(
                 f"on_too_long={on_too_long!r} is not an option", 'use "trim" or "refuse"'
             )
-        super().__init__(endpoints, model=model, ledger=ledger, retry=retry, timeout=timeout)
+        super().__init__(
+            endpoints, model=model, api_key=api_key, ledger=ledger, retry=retry, timeout=timeout
+        )
         self.on_too_long = on_too_long
         #: The last complete answer.
         self.last_reply: Reply | None = None
