@@ -35,8 +35,11 @@ class Engine:
 
     def __init__(self, asr: Mode = "auto", *, grammar: str | None = None) -> None:
         self.recognizer = Recognizer(asr, grammar=grammar)
+        # pocketsphinx's open search whatever tier writes the words: the responder's test of
+        # whether speech was English at all, made when first needed (only the Whisper tier needs it)
+        self._english_check: Recognizer | None = None
         self.tts = Tts()
-        self.responder = Responder(self._recognize_clip)
+        self.responder = Responder(self._recognize_clip, self._check_clip)
 
     @property
     def asr_mode(self) -> str:
@@ -93,3 +96,8 @@ class Engine:
 
     def _recognize_clip(self, clip: Any) -> AsrResult:
         return self.recognizer.recognize(clip.samples, clip.rate)
+
+    def _check_clip(self, clip: Any) -> AsrResult:
+        if self._english_check is None:  # two threads may both make one: harmless
+            self._english_check = Recognizer("open", tier="pocketsphinx")
+        return self._english_check.recognize(clip.samples, clip.rate)
