@@ -134,7 +134,10 @@ def test_refused_connection_is_retried_then_raised() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     c = AudioModalitiesClient(
-        f"http://127.0.0.1:{port}/audio/chat/completions", "tok", retry=FAST_RETRY, ledger=Ledger()
+        f"http://127.0.0.1:{port}/audio/chat/completions",
+        api_key="a-token-nobody-checks",
+        retry=FAST_RETRY,
+        ledger=Ledger(),
     )
     with pytest.raises(ConnectionLost, match="Could not connect"):
         c.ask(text="hi")
@@ -142,7 +145,7 @@ def test_refused_connection_is_retried_then_raised() -> None:
 
 def test_wrong_key_is_an_auth_error_that_never_shows_the_key(server) -> None:
     key = "sk-wrong-key-4f9a2c"
-    c = AudioModalitiesClient(server.endpoints.audio_modalities_url, key, ledger=Ledger())
+    c = AudioModalitiesClient(server.endpoints.audio_modalities_url, api_key=key, ledger=Ledger())
     with pytest.raises(AuthError) as info:
         c.ask(text="hi")
     assert info.value.status == 401
@@ -157,7 +160,7 @@ def test_openai_shaped_stream_is_read_at_24khz_with_usage() -> None:
 
     c = AudioModalitiesClient(
         "https://api.example.test/v1/chat/completions",
-        "sk-test",
+        api_key="sk-test-0123456789abcdef",
         transport=httpx.MockTransport(handler),
         ledger=Ledger(),
     )
@@ -168,7 +171,7 @@ def test_openai_shaped_stream_is_read_at_24khz_with_usage() -> None:
     assert not reply.local and reply.raw["finish_reason"] == "stop"
     c16 = AudioModalitiesClient(
         "https://api.example.test/v1/chat/completions",
-        "sk-test",
+        api_key="sk-test-0123456789abcdef",
         sample_rate=16000,
         transport=httpx.MockTransport(handler),
         ledger=Ledger(),
@@ -190,7 +193,9 @@ def test_serving_a_function_passes_text_and_audio_and_streams_its_answer() -> No
         c = AudioModalitiesClient(srv.url, api_key=srv.token, ledger=Ledger(), timeout=timeout(30))
         reply = c.ask(question, text="hello")
         with pytest.raises(AuthError):
-            AudioModalitiesClient(srv.url, api_key="not-the-token", ledger=Ledger()).ask(text="x")
+            AudioModalitiesClient(srv.url, api_key="not-the-server-token", ledger=Ledger()).ask(
+                text="x"
+            )
     assert reply.text == "you said hello"
     assert reply.audio is not None and reply.audio.rate == 16000
     assert reply.audio.duration == pytest.approx(0.5)
