@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import timeout
 
+from nbtoolkit import events
 from nbtoolkit._voice_chat_bridges import bridge_for
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.backends.dialog import Dialog
@@ -193,6 +194,44 @@ def test_dialog_duplex_barge_in_cancels_the_answer_and_flushes_the_player_once(
     assert flushes == ["user hook"]
     played = chat.player.played_clip  # only the second answer is left in the player
     assert played is not None and "two" in heard_in(engine, played)
+
+
+@pytest.mark.parametrize("mode", ["tap2talk", "duplex"])
+def test_a_dialog_chat_leaves_the_users_hooks_in_place_and_they_see_the_turn_as_it_was(
+    server: Any, engine: Any, question: Clip, mode: str
+) -> None:
+    calls: dict[str, list[Any]] = {}
+
+    def hook(name: str) -> Callable[..., None]:
+        calls[name] = []
+        return lambda *args: calls[name].append(args)
+
+    hooks = {
+        name: hook(name)
+        for name in ("on_audio", "on_state", "on_text", "on_turn", "on_flush", "on_speech_started")
+    }
+    dialog = Dialog(server.endpoints, mode=mode, ledger=Ledger(), **hooks)
+    while_running: dict[str, Any] = {}
+
+    async def script(chat: VoiceChat) -> None:
+        await chat.wait_state(LISTENING, timeout=timeout(20))  # the bridge is open
+        await chat.wait_turns(1, timeout=timeout(40))
+        while_running.update({name: getattr(dialog, name) for name in hooks})
+
+    chat = converse(VoiceChat(dialog, source=question, realtime=False), script)
+    # never replaced, not even while the chat ran
+    assert all(
+        while_running[name] is fn and getattr(dialog, name) is fn for name, fn in hooks.items()
+    )
+    (turn,) = chat.turns
+    assert "two" in turn.text.lower()
+    # each hook saw the turn as it was, as it would without a chat
+    assert calls["on_turn"] == [(turn,)] and calls["on_flush"] == []
+    assert calls["on_speech_started"] and "Responding" in [s for (s,) in calls["on_state"]]
+    assert ("user", turn.heard, True) in calls["on_text"]
+    assert ("assistant", turn.text, True) in calls["on_text"]
+    assert turn.audio is not None
+    assert sum(c.duration for (c,) in calls["on_audio"]) == pytest.approx(turn.audio.duration)
 
 
 def test_a_failed_take_is_shown_and_the_chat_keeps_listening(server: Any, question: Clip) -> None:
@@ -477,6 +516,60 @@ def test_the_omni_bridge_turns_server_events_into_chat_events_in_order(server: A
     )
 
 
+def test_the_dialog_live_bridge_turns_session_events_into_chat_events_in_order(
+    server: Any,
+) -> None:
+    got: list[ChatEvent] = []
+    bridge = bridge_for(Dialog(server.endpoints, mode="duplex", ledger=Ledger()), False, got.append)
+    tone = Clip.from_pcm(tone_pcm(0.1), 24000)
+    cut = Reply(text="two pl", status="cancelled")
+    answer = Reply(text="two", heard="one plus one")
+    for event in (
+        events.SpeechStarted(),
+        events.Heard("one plus", final=False),
+        events.SpeechStopped(),
+        events.Heard("one plus one"),
+        events.StateChanged("Thinking"),
+        events.StateChanged("Responding"),
+        events.TextDelta("two"),
+        events.TextDelta(" pl"),
+        events.AudioDelta(tone),
+        events.SpeechStarted(),  # the user speaks over the answer: the server cancels it
+        events.StateChanged("Listening"),
+        events.Cancelled(cut),
+        events.Done(cut),
+        events.StateChanged("Thinking"),
+        events.StateChanged("Responding"),
+        events.TextDelta("two"),
+        events.AudioDelta(tone),
+        events.StateChanged("Listening"),
+        events.Done(answer),
+        events.Failed(AudioError("heard no speech", "speak up")),
+    ):
+        bridge._on_event(event)  # type: ignore[attr-defined]
+
+    assert [e.type for e in got] == [
+        "mark", "flush",  # speech started: flush only if something still plays
+        "heard", "heard",
+        "state", "state", "said", "said", "audio",
+        "mark", "flush",
+        "flush",  # the cancelled answer: dropped at once
+        "turn",
+        "state", "state", "said", "audio",
+        "turn",
+        "failed",
+    ]  # fmt: skip
+    flushes = [(f.answer, f.by, f.reason, f.if_audible) for f in got if isinstance(f, Flush)]
+    assert flushes == [
+        ("dialog-0", "player", "barge_in", True),
+        ("dialog-1", "player", "barge_in", True),
+        ("dialog-1", "server_vad", "barge_in", False),
+    ]
+    assert [e.text for e in got if isinstance(e, Said)] == ["two", "two pl", "two"]
+    assert [e.answer for e in got if isinstance(e, Audio)] == ["dialog-1", "dialog-2"]
+    assert [e.turn for e in got if isinstance(e, TurnDone)] == [cut, answer]
+
+
 def test_bridges_reach_the_chat_only_through_its_events() -> None:
     import ast
     import inspect
@@ -493,3 +586,27 @@ def test_bridges_reach_the_chat_only_through_its_events() -> None:
     assert "nbtoolkit.voice_chat" not in imported
     names = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
     assert "chat" not in names
+
+
+def test_bridges_never_set_a_backends_hooks_nor_touch_its_private_names() -> None:
+    import ast
+    import inspect
+
+    import nbtoolkit._voice_chat_bridges as bridges
+
+    tree = ast.parse(inspect.getsource(bridges))
+    backends = {"d", "dialog", "rt", "qa", "live"}
+
+    def owner(node: ast.Attribute) -> str:
+        """``x`` in ``x.attr`` and in ``self.x.attr``."""
+        value = node.value
+        if isinstance(value, ast.Name):
+            return value.id
+        if isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name):
+            return value.attr if value.value.id == "self" else ""
+        return ""
+
+    attributes = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute)]
+    assert [a.attr for a in attributes if owner(a) in backends and a.attr.startswith("_")] == []
+    stores = [a for a in attributes if isinstance(a.ctx, ast.Store) and owner(a) in backends]
+    assert [f"{owner(a)}.{a.attr}" for a in stores] == []
