@@ -147,17 +147,13 @@ def test_malformed_client_frames_raise_invalid_parameter(raw: str) -> None:
     assert err.value.code == "InvalidParameter"
 
 
-def test_image_entries_without_a_known_type_are_refused() -> None:
-    msg = SDKClient().respond("prompt", "q", RequestToRespondParameters(images=[{"type": "ftp"}]))
-    with pytest.raises(ProtocolError, match="base64"):
-        _ = msg.images
-
-
-def test_a_session_answers_an_unusable_image_with_an_error_event() -> None:
-    session, client = started()
-    params = RequestToRespondParameters(images=[{"type": "ftp", "value": "x"}])
-    out = session.receive(client.respond("prompt", "q", params))
-    assert events(out) == ["Error"] and session.state == "Listening"
+def test_image_entries_without_a_known_type_are_refused_when_the_frame_is_read() -> None:
+    client = SDKClient()
+    with pytest.raises(ProtocolError, match="base64") as err:
+        client.respond("prompt", "q", RequestToRespondParameters(images=[{"type": "ftp"}]))
+    assert err.value.code == "InvalidParameter"
+    with pytest.raises(ProtocolError, match=r"parameters\.images\[0\]"):
+        client.update_info(RequestToRespondParameters(images=[{"type": "url", "value": 7}]))
 
 
 # ----------------------------------------------------------------------------- session

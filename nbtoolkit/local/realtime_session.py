@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from nbtoolkit.errors import ProtocolError
+from nbtoolkit.protocols.params import realtime_response_problem, realtime_session_problem
 from nbtoolkit.protocols.realtime import (
     DEFAULT_TURN_DETECTION,
     INPUT_RATE,
@@ -216,15 +217,6 @@ def usage_dict(
     }
 
 
-def _modalities_ok(value: Any) -> bool:
-    """True for ``["text"]`` or text plus audio in either order (anything else, of any type: no)."""
-    return (
-        isinstance(value, list)
-        and all(isinstance(m, str) for m in value)
-        and sorted(value) in (["text"], ["audio", "text"])
-    )
-
-
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
@@ -311,8 +303,12 @@ class RealtimeSession:
             self.images.clear()
             return Step([InputAudioCleared()], [])
         if isinstance(event, ResponseCreate):
-            spec = event.response if isinstance(event.response, dict) else {}
-            return self.begin_response(spec.get("instructions"), spec.get("modalities"))
+            problem = realtime_response_problem(event.response)
+            if problem is not None:
+                raise _Refused("invalid_value", problem.message, problem.param)
+            return self.begin_response(
+                event.response.get("instructions"), event.response.get("modalities")
+            )
         if isinstance(event, ResponseCancel):
             if self.response is None or event.response_id not in (None, self.response.id):
                 raise _Refused(
@@ -345,38 +341,21 @@ class RealtimeSession:
         )
 
     def _update(self, session: dict[str, Any]) -> Step:
+        problem = realtime_session_problem(session)
+        if problem is not None:
+            raise _Refused("invalid_value", problem.message, problem.param)
         merged = copy.deepcopy(self.config)
         for key, value in session.items():
             if key in ("id", "object", "model"):
                 continue
-            if key == "modalities":
-                if not _modalities_ok(value):
-                    raise _Refused(
-                        "invalid_value",
-                        f"modalities must be ['text'] or ['text', 'audio'], not {value!r}",
-                        "session.modalities",
-                    )
-            elif key == "voice":
-                if value is None:
-                    continue  # the SDK sends voice=None when the caller chose none
-                if value not in VOICES:
-                    raise _Refused(
-                        "invalid_value",
-                        f"Unknown voice {value!r}; choose one of {', '.join(VOICES)}",
-                        "session.voice",
-                    )
-            elif key == "turn_detection" and value is not None:
-                value = self._turn_detection(value)
-            elif (
-                key == "input_audio_transcription"
-                and value is not None
-                and not isinstance(value, dict)
-            ):
-                raise _Refused(
-                    "invalid_value",
-                    "input_audio_transcription must be an object or null",
-                    "session.input_audio_transcription",
-                )
+            if key == "voice" and value is None:
+                continue  # the SDK sends voice=None when the caller chose none
+            if key == "turn_detection" and value is not None:
+                # the SDK sends None for settings the caller left alone: those keep the default
+                value = {
+                    **DEFAULT_TURN_DETECTION,
+                    **{k: v for k, v in value.items() if v is not None},
+                }
             merged[key] = value
         actions: list[Action] = []
         if "turn_detection" in session and merged["turn_detection"] != self.config.get(
@@ -385,38 +364,6 @@ class RealtimeSession:
             actions.append(ConfigureVad(merged["turn_detection"]))
         self.config = merged
         return Step([SessionUpdated(session=copy.deepcopy(merged))], actions)
-
-    @staticmethod
-    def _turn_detection(value: Any) -> dict[str, Any]:
-        if not isinstance(value, dict) or value.get("type", "server_vad") != "server_vad":
-            raise _Refused(
-                "invalid_value",
-                "turn_detection must be null (manual) or {'type': 'server_vad', ...}",
-                "session.turn_detection.type",
-            )
-        td = {**DEFAULT_TURN_DETECTION, **{k: v for k, v in value.items() if v is not None}}
-        threshold = td["threshold"]
-        if not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
-            raise _Refused(
-                "invalid_value",
-                f"turn_detection.threshold must be between -1 and 1, not {threshold!r}",
-                "session.turn_detection.threshold",
-            )
-        silence = td["silence_duration_ms"]
-        if not isinstance(silence, (int, float)) or not 200 <= silence <= 6000:
-            raise _Refused(
-                "invalid_value",
-                f"turn_detection.silence_duration_ms must be 200…6000, not {silence!r}",
-                "session.turn_detection.silence_duration_ms",
-            )
-        padding = td["prefix_padding_ms"]
-        if not isinstance(padding, (int, float)) or padding < 0:
-            raise _Refused(
-                "invalid_value",
-                "turn_detection.prefix_padding_ms must be ≥ 0",
-                "session.turn_detection.prefix_padding_ms",
-            )
-        return td
 
     def _append_audio(self, pcm: bytes) -> Step:
         if len(pcm) % 2:
@@ -553,12 +500,9 @@ class RealtimeSession:
                 "response.done",
             )
         mods = modalities or list(self.config["modalities"])
-        if not _modalities_ok(mods):
-            raise _Refused(
-                "invalid_value",
-                f"modalities must be ['text'] or ['text', 'audio'], not {mods!r}",
-                "response.modalities",
-            )
+        problem = realtime_response_problem({"modalities": mods})
+        if problem is not None:
+            raise _Refused("invalid_value", problem.message, problem.param)
         pending = next((i for i in reversed(self.inputs) if not i.answered), None)
         if pending is not None:
             pending.answered = True

@@ -25,8 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nbtoolkit.config import Endpoints, Secret, local_endpoints
 from nbtoolkit.errors import ConfigError
@@ -34,6 +36,7 @@ from nbtoolkit.local.admission import TARGET_LOAD, AdmissionControl, Capacity
 from nbtoolkit.local.faults import Faults
 from nbtoolkit.local.limits import BodyLimit
 from nbtoolkit.local.routes import engine_pool
+from nbtoolkit.protocols.errors import code_for_status
 
 __all__ = ["MAX_HTTP_BODY", "MAX_WS_MESSAGE", "LocalServer", "create_app", "start"]
 
@@ -75,21 +78,42 @@ def create_app(
     app.add_middleware(BodyLimit, default=MAX_HTTP_BODY)
     app.add_middleware(AdmissionControl, capacity=capacity)  # outermost: refuses before reading
 
-    @app.exception_handler(HTTPException)
-    async def _dashscope_error(request: Request, exc: HTTPException) -> JSONResponse:
-        # DashScope clients read {code, message, request_id} at the top level of an error body.
-        body = (
-            exc.detail
-            if isinstance(exc.detail, dict)
-            else {"code": "InvalidParameter", "message": str(exc.detail)}
+    # DashScope clients read {code, message, request_id} at the top level of an error body, so
+    # every error this app sends has that shape, Starlette's own 404/405 and FastAPI's 422 too.
+    @app.exception_handler(StarletteHTTPException)
+    async def _dashscope_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.detail, dict):
+            body = exc.detail
+        else:  # a route that does not exist, a method it does not take, …
+            where = f"{request.method} {request.url.path}"
+            body = {"code": code_for_status(exc.status_code), "message": f"{where}: {exc.detail}"}
+        return _error_response(body, exc.status_code, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in exc.errors()
         )
-        body = {"request_id": secrets.token_hex(16), **body}
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        body = {"code": "InvalidParameter", "message": f"The request is invalid ({problems})"}
+        return _error_response(body, 400)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # uvicorn still logs the traceback; the client gets the service's shape, not plain text
+        body = {"code": "InternalError", "message": "The local server failed on this request"}
+        return _error_response(body, 500)
 
     for name in _ROUTE_MODULES:
         module = importlib.import_module(f"nbtoolkit.local.routes.{name}")
         app.include_router(module.router)
     return app
+
+
+def _error_response(
+    body: dict[str, Any], status: int, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"request_id": secrets.token_hex(16), **body}, status, headers=headers)
 
 
 class LocalServer:

@@ -29,6 +29,7 @@ from typing import Any
 
 from nbtoolkit.errors import ProtocolError
 from nbtoolkit.protocols.errors import code_for_status, error_for, status_for_code
+from nbtoolkit.protocols.params import conversation_parameters_problem
 from nbtoolkit.protocols.sse import encode
 
 __all__ = [
@@ -196,19 +197,16 @@ def parse_request(body: Any) -> GenerationRequest:
     messages = tuple(_parse_message(m, i) for i, m in enumerate(raw_messages))
     if not any(m.role == "user" for m in messages):
         raise invalid("input.messages has no user message", 'add {"role": "user", ...}')
-    params = body.get("parameters") or {}
-    if not isinstance(params, Mapping):
-        raise invalid("parameters is not an object", "send parameters as a JSON object or omit it")
-    result_format = params.get("result_format") or "message"
-    if result_format not in ("message", "text"):
-        raise invalid(
-            f"result_format {result_format!r} is not supported", 'use "message" or "text"'
-        )
+    params = body.get("parameters")
+    params = {} if params is None else params
+    problem = conversation_parameters_problem(params)
+    if problem is not None:
+        raise invalid(problem.problem, problem.fix)
     return GenerationRequest(
         model=model,
         messages=messages,
-        result_format=result_format,
-        incremental_output=bool(params.get("incremental_output", False)),
+        result_format=params.get("result_format") or "message",
+        incremental_output=params.get("incremental_output") is True,
         parameters=dict(params),
     )
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from nbtoolkit.errors import ProtocolError
 from nbtoolkit.protocols.errors import code_for_status
+from nbtoolkit.protocols.params import dialog_parameters_problem, dialog_start_problem
 
 __all__ = [
     "INPUT_RATE",
@@ -87,19 +88,8 @@ class ClientMessage:
 
     @property
     def images(self) -> tuple[ImageRef, ...]:
-        refs = []
-        images = self.parameters.get("images") or []
-        if not isinstance(images, list):
-            raise _fail("parameters.images is not a list", 'send [{"type": "base64", "value": …}]')
-        for item in images:
-            if not isinstance(item, Mapping) or item.get("type") not in ("base64", "url"):
-                raise ProtocolError(
-                    f"Image entry {str(item)[:80]!r} is not understood",
-                    'send {"type": "base64" | "url", "value": …}',
-                    code="InvalidParameter",
-                )
-            refs.append(ImageRef(str(item["type"]), str(item.get("value") or "")))
-        return tuple(refs)
+        """``parameters.images``, whose entries :func:`parse_client_message` has checked."""
+        return tuple(ImageRef(i["type"], i["value"]) for i in self.parameters.get("images") or ())
 
     @property
     def video_connect(self) -> bool:
@@ -135,6 +125,10 @@ def parse_client_message(raw: str | bytes | Mapping[str, Any]) -> ClientMessage:
     if not isinstance(inp, Mapping) or not isinstance(inp.get("directive"), str):
         raise _fail("payload.input.directive is missing", "name the directive, e.g. SendSpeech")
     params = payload.get("parameters")
+    params = {} if params is None else params
+    problem = dialog_parameters_problem(params)
+    if problem is not None:
+        raise ProtocolError(problem.problem, problem.fix, code="InvalidParameter")
     return ClientMessage(
         action=str(action),
         task_id=str(header.get("task_id") or ""),
@@ -142,25 +136,8 @@ def parse_client_message(raw: str | bytes | Mapping[str, Any]) -> ClientMessage:
         dialog_id=inp.get("dialog_id") or None,
         type=inp.get("type"),
         text=str(inp.get("text") or ""),
-        parameters=params if isinstance(params, Mapping) else {},
+        parameters=params,
     )
-
-
-def _section(params: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    value = params.get(name) or {}
-    if not isinstance(value, Mapping):
-        raise _fail(f"parameters.{name} is not an object", f'send "{name}": {{…}}')
-    return value
-
-
-def _rate(section: Mapping[str, Any], name: str, default: int = INPUT_RATE) -> int:
-    value = section.get("sample_rate") or default
-    try:
-        return int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise _fail(
-            f"{name}.sample_rate {value!r} is not a number", "send the rate in Hz, e.g. 16000"
-        ) from None
 
 
 @dataclass(frozen=True)
@@ -175,27 +152,22 @@ class StartOptions:
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, Any]) -> StartOptions:
-        up = _section(params, "upstream")
-        down = _section(params, "downstream")
-        mode = up.get("mode") or "tap2talk"  # the SDK's default
-        if mode not in MODES:
-            raise _fail(f"upstream.mode {mode!r} is not supported", f"use one of {MODES}")
+        problem = dialog_start_problem(params)
+        if problem is not None:
+            raise ProtocolError(problem.problem, problem.fix, code="InvalidParameter")
+        up = params.get("upstream") or {}
+        down = params.get("downstream") or {}
+        # opus and mp3 are the service's; this implementation speaks PCM only
         if (up.get("audio_format") or "pcm") != "pcm":
             raise _fail("Only PCM upstream audio is supported here", 'use audio_format="pcm"')
         if (down.get("audio_format") or "pcm") != "pcm":
             raise _fail("Only PCM downstream audio is supported here", 'use audio_format="pcm"')
-        rate = _rate(up, "upstream")
-        if rate != INPUT_RATE:
-            raise _fail(f"upstream.sample_rate {rate} is not supported", "send 16000 Hz PCM16")
-        out_rate = _rate(down, "downstream", 24000)
-        if not 8000 <= out_rate <= 48000:
-            raise _fail(f"downstream.sample_rate {out_rate} is out of range", "use 8000…48000")
         return cls(
-            mode=mode,
+            mode=up.get("mode") or "tap2talk",  # the SDK's default
             video=up.get("type") == "AudioAndVideo",
-            input_rate=rate,
-            output_rate=out_rate,
-            voice=str(down.get("voice") or ""),
+            input_rate=int(up.get("sample_rate") or INPUT_RATE),
+            output_rate=int(down.get("sample_rate") or 24000),
+            voice=down.get("voice") or "",
         )
 
 
