@@ -147,7 +147,7 @@ def test_wrong_arguments_raise_a_toolkit_error_naming_what_was_given_before_any_
         (lambda s: QwenAudio(endpoints="http://x"), "endpoints= must be Endpoints"),
         (lambda s: Dialog(s.endpoints, mode="walkie-talkie"), "Unknown dialog mode"),
         (lambda s: OmniRealtime(s.endpoints, voice="Nobody"), "Unknown voice"),
-        (lambda s: AudioModalitiesClient("ftp://x", api_key="k"), "not an HTTP URL"),
+        (lambda s: AudioModalitiesClient("ftp://x", api_key="sk-" + "0" * 32), "not an HTTP URL"),
     ],
 )
 def test_wrong_constructor_arguments_raise_config_errors(server: Any, make: Any, says: str) -> None:

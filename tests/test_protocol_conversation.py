@@ -11,17 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nbtoolkit.errors import AuthError, ConnectionLost, ProtocolError, RateLimited, ServerError
+from nbtoolkit.errors import ProtocolError
 from nbtoolkit.protocols.conversation import (
     StreamEncoder,
     decode_data_uri,
-    error_for,
     finish_reason,
     output_text,
     parse_request,
     response_body,
     split_for_stream,
-    status_for_code,
     stream_error,
     usage_dict,
 )
@@ -246,36 +244,3 @@ def test_stream_pieces_always_join_back_to_the_text(text: str) -> None:
 def test_words_and_cjk_characters_stream_as_separate_pieces() -> None:
     assert split_for_stream("One plus one") == ["One ", "plus ", "one"]
     assert split_for_stream("一加一等于二。") == ["一", "加", "一", "等", "于", "二", "。"]
-
-
-# ------------------------------------------------------------------------------------ client errors
-def test_auth_errors_name_the_key_fix() -> None:
-    err = error_for(401, "InvalidApiKey", "Invalid API-key provided.", request_id="r")
-    assert isinstance(err, AuthError)
-    assert "DASHSCOPE_API_KEY" in str(err)
-    assert (err.status, err.code, err.request_id) == (401, "InvalidApiKey", "r")
-    assert isinstance(error_for(403, "AccessDenied.Unpurchased", "no"), AuthError)
-    assert "connect()" in str(error_for(401, "InvalidApiKey", "x", local=True))
-
-
-def test_rate_limit_carries_retry_after_and_server_errors_map_to_server_error() -> None:
-    err = error_for(429, "Throttling", "slow down", retry_after=3.0)
-    assert isinstance(err, RateLimited) and err.retry_after == 3.0
-    assert "wait 3 s" in str(err)
-    for status in (500, 502, 503, 504):
-        assert isinstance(error_for(status, None, None), ServerError)
-    assert isinstance(error_for(408, None, None), ConnectionLost)
-
-
-def test_bad_request_keeps_the_servers_message_and_partial_text() -> None:
-    err = error_for(400, "InvalidParameter", "The audio is 12 MB — trim it", partial="So far")
-    assert isinstance(err, ProtocolError)
-    assert "The audio is 12 MB — trim it" in str(err)
-    assert err.partial == "So far"
-
-
-def test_codes_map_back_to_statuses() -> None:
-    assert status_for_code("Throttling.RateQuota") == 429
-    assert status_for_code("InvalidApiKey") == 401
-    assert status_for_code("Arrearage") == 403
-    assert status_for_code("SomethingNew") is None
