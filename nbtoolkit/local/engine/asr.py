@@ -43,7 +43,8 @@ Two kinds of pocketsphinx search, each on its own decoder:
 
    In the Whisper tier step 2 runs Whisper instead of the open LM, and only (b) applies: Whisper's
    scores are not on pocketsphinx's scale, and its words are right often enough that a sentence it
-   does not (nearly) agree with is better taken from it.
+   does not (nearly) agree with is better taken from it. Speech Whisper takes for another language
+   (Mandarin) is decoded by the open LM instead, whose score marks it as unclear for the responder.
 
 Measured on 108 in-domain eSpeak sentences (plus 30 more synthesised at 24 kHz and resampled), 30
 out-of-domain eSpeak sentences and 11 real recordings from pocketsphinx's test data (10 of them are
@@ -493,9 +494,15 @@ class Recognizer:
                 self._open.load()
 
     def _decode_open(self, audio: np.ndarray) -> tuple[str, float | None]:
-        """The open-vocabulary tier's transcript, and its score (pocketsphinx only)."""
+        """The open-vocabulary tier's transcript, and its score (pocketsphinx only).
+
+        Speech Whisper takes for another language goes to pocketsphinx's open LM after all: its
+        words are a guess either way, but its score tells the responder that the speech did not
+        fit English (:func:`nbtoolkit.local.engine.responder.is_unclear`)."""
         if self.whisper is not None:
-            return self.whisper.transcribe(audio), None
+            text = self.whisper.transcribe(audio)
+            if text is not None:
+                return text, None
         return self._open.decode(audio)
 
     # ------------------------------------------------------------------ decoding

@@ -72,6 +72,8 @@ TOKENS_PER_SECOND = 6
 #: Whisper's own rule for "no speech": this no-speech probability with a low average log-probability.
 NO_SPEECH_PROB = 0.6
 LOW_LOGPROB = -1.0
+#: What :meth:`WhisperTier._short` returns for speech that is not English.
+NOT_ENGLISH = "\x00not English"
 
 
 @dataclass(frozen=True)
@@ -228,14 +230,15 @@ class WhisperTier:
                 self._model = model
         return self
 
-    def transcribe(self, pcm16k: np.ndarray) -> str:
-        """Lower-case spoken-form words in 16 kHz int16 mono audio ("" when Whisper hears none)."""
+    def transcribe(self, pcm16k: np.ndarray) -> str | None:
+        """Lower-case spoken-form words in 16 kHz int16 mono audio ("" when Whisper hears none),
+        or None when the speech is not English (see :meth:`_short`)."""
         model = self._model or self.load()._model
         audio = pcm16k.astype(np.float32) / 32768.0
         if len(audio) <= SHORT_SECONDS * 16000:
             text = self._short(model, audio)
             if text is not None:
-                return spoken_english(text)
+                return None if text is NOT_ENGLISH else spoken_english(text)
         segments, _ = model.transcribe(
             audio,
             language="en",
@@ -250,7 +253,12 @@ class WhisperTier:
 
     def _short(self, model: Any, audio: np.ndarray) -> str | None:
         """One greedy decode in a window of the utterance's own length; None when it reached the
-        length cap (Whisper repeating itself: decode the standard way)."""
+        length cap (Whisper repeating itself: decode the standard way).
+
+        :data:`NOT_ENGLISH` when a multilingual model's language detection (one decoder step on
+        the same encoding) puts another language first, or when an English-only model is unsure
+        of every word (average log-probability below :data:`LOW_LOGPROB`): forced to English,
+        Whisper would translate Chinese speech or make up English words for it."""
         import ctranslate2
 
         hop = model.feature_extractor.hop_length
@@ -258,6 +266,10 @@ class WhisperTier:
         features = model.feature_extractor(np.pad(audio, (0, window - len(audio))))
         frames = np.ascontiguousarray(features[None, :, : window // hop], dtype=np.float32)
         encoded = model.model.encode(ctranslate2.StorageView.from_array(frames))
+        if model.model.is_multilingual:
+            language, _ = model.model.detect_language(encoded)[0][0]
+            if language != "<|en|>":
+                return NOT_ENGLISH
         budget = int(len(audio) / 16000 * TOKENS_PER_SECOND) + 10
         result = model.model.generate(
             encoded,
@@ -279,4 +291,6 @@ class WhisperTier:
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         if result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOW_LOGPROB:
             return ""
+        if avg_logprob < LOW_LOGPROB and not model.model.is_multilingual:
+            return NOT_ENGLISH
         return str(self._decode_text(tokens))
