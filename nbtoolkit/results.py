@@ -419,8 +419,3 @@ class Reply:
             f'<div class="nbtoolkit-reply">{heard}{_audio_html(self.audio)}'
             f"{html_table(['', ''], facts)}{self.usage._repr_html_()}</div>"
         )
-
-
-# Transitional: the name every backend used for spoken answers before Reply covered them all.
-# Removed once the voice-chat bridges and tests use Reply.
-Turn = Reply

@@ -218,7 +218,7 @@ class Callback(MultiModalCallback):
 
 class ObservedDialog(MultiModalDialog):
     """The SDK's dialog, reporting what its parser drops silently (bad JSON, unknown events,
-    HeartBeat) so a Turn's timeline shows it."""
+    HeartBeat) so a Reply's timeline shows it."""
 
     def __init__(self, inbox: Inbox, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -41,7 +41,7 @@ def _groups(
 ) -> tuple[list[str], list[Usage], list[float | None], float | None]:
     """Bar labels, usages and costs (None = unknown price), and the budget, from any source."""
     if isinstance(source, Sequence):
-        # a list of Usage, or of things carrying one (Turn, Reply, LedgerEntry)
+        # a list of Usage, or of things carrying one (Reply, LedgerEntry)
         usages = [item if isinstance(item, Usage) else item.usage for item in source]
         return [str(i) for i in range(len(usages))], usages, [pricing.cost(u) for u in usages], None
     entries = source.entries
@@ -60,7 +60,7 @@ def _groups(
 
 def plot_usage(source: UsageBook | Sequence[Any], ax: Axes | None = None) -> Axes:
     """Stacked token bars by modality for a :class:`~nbtoolkit.ledger.Ledger` (per turn, or per call
-    when no turns were recorded) or a list of ``Usage``/``Turn``/``Reply``, with the cumulative
+    when no turns were recorded) or a list of ``Usage``/``Reply``, with the cumulative
     known cost (CNY) on a second axis and the budget as a dashed line. Returns the bar axes.
 
     Only modalities that occur get a series, so each ``ax.containers`` entry has one bar per group.
