@@ -1,24 +1,30 @@
 """Admission by capacity: the local server takes only the sessions its cores can answer in time, and
 stops a client's engine work when the client goes.
 
-**The capacity rule.** A realtime or dialog session costs the engine ``c`` seconds of one engine
-thread per utterance (ASR, the answer, its TTS) and speaks once every ``T`` seconds, so it keeps
-``d = c / T`` engine threads busy on average (its *demand*). ``n`` engine threads (one per core) at a
-target load ``ρ`` serve
+**The capacity rule.** A realtime or dialog session costs the engine ``c`` CPU-seconds per
+utterance (ASR, the answer, its TTS) and speaks once every ``T`` seconds, so it needs ``d = c / T``
+cores on average (its *demand*). With ``f`` cores free for the engine, at a target load ``ρ``, the
+server serves
 
-    max_sessions = floor(ρ · n / d) = floor(ρ · n · T / c)        (at least 1)
+    max_sessions = floor(ρ · f / d) = floor(ρ · f · T / c)        (at least 1)
 
 sessions. ``ρ`` defaults to :data:`TARGET_LOAD` (0.75): turns land at random moments, and below
 that load a turn seldom waits for more than one other turn's work, so first-audio latency stays
-close to one session's. ``d`` is **measured** while the server runs: the seconds the engine threads
-spent on the sessions' jobs divided by the seconds the sessions were connected, both averaged over
-the last :data:`WINDOW_S` seconds of activity (an exponential average; it holds its value while no
-session is open). The threads' wall-clock time is counted, not CPU time, so a machine shared with
-other programs shows up as a costlier utterance and a smaller capacity — which it is. Before
-anything was measured the server assumes :data:`PRIOR_DEMAND` (real read speech: about one
-engine-second per utterance, one utterance every six seconds), worth :data:`PRIOR_WEIGHT_S`
-session-seconds of measurement. ``create_app(..., max_sessions=N)`` / ``nbtoolkit serve
---max-sessions N`` fixes the limit instead; ``target_load`` changes ``ρ``.
+close to one session's (the rest is left for the event loop that moves every session's frames).
+
+* ``d`` is **measured** while the server runs: the CPU time of the sessions' engine jobs (each
+  job's ``time.thread_time``) divided by the seconds the sessions were connected, both averaged
+  over the last :data:`WINDOW_S` seconds of activity (an exponential average that holds its value
+  while no session is open). Before anything was measured the server assumes :data:`PRIOR_DEMAND`
+  (real read speech: about one CPU-second per utterance, one utterance every six seconds), worth
+  :data:`PRIOR_WEIGHT_S` session-seconds of measurement.
+* ``f`` is the engine threads' count ``n`` (one per core), less what other programs take: the
+  1-minute load average minus this process's own CPU use (its 1-minute average), never below
+  :data:`MIN_FREE_CORES`. On a machine shared with other work the server admits fewer sessions
+  rather than starve the ones it has. (Without ``os.getloadavg``, on Windows, ``f = n``.)
+
+``create_app(..., max_sessions=N)`` / ``nbtoolkit serve --max-sessions N`` fixes the limit instead;
+``target_load`` changes ``ρ``.
 
 **Refused at connect, at once.** A WebSocket upgrade over the limit gets an HTTP **429** handshake
 response — never an accepted socket that starves — with ``Retry-After`` and DashScope's error body
@@ -48,6 +54,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import secrets
 import threading
 import time
@@ -61,6 +68,7 @@ from nbtoolkit.local.auth import _token_ok, origin_allowed
 from nbtoolkit.local.routes import ENGINE_WORKERS, Lane, current_lane
 
 __all__ = [
+    "MIN_FREE_CORES",
     "PRIOR_DEMAND",
     "PRIOR_WEIGHT_S",
     "QUEUE_PER_WORKER",
@@ -82,8 +90,10 @@ REQUEST_PATHS = frozenset(
 )
 #: Default target load ρ of the engine threads.
 TARGET_LOAD = 0.75
-#: Engine-seconds per session-second assumed before anything is measured.
+#: CPU-seconds per session-second assumed before anything is measured.
 PRIOR_DEMAND = 1.0 / 6.0
+#: The fewest cores the server counts on, however loaded the machine looks.
+MIN_FREE_CORES = 0.25
 #: How many session-seconds of measurement the prior is worth.
 PRIOR_WEIGHT_S = 10.0
 #: Time constant of the demand average, in seconds of session activity.
@@ -113,7 +123,7 @@ class Seat:
 class Capacity:
     """How many sessions and requests the engine threads can serve; see the module docstring.
 
-    Thread-safe: engine threads report busy time from their own threads.
+    Thread-safe: engine threads report their jobs' CPU time from their own threads.
     """
 
     def __init__(
@@ -141,9 +151,11 @@ class Capacity:
         self._lock = threading.Condition()
         self.sessions = 0
         self.requests = 0
-        self._busy = PRIOR_DEMAND * PRIOR_WEIGHT_S  # decayed engine-seconds of sessions' jobs
+        self._cpu = PRIOR_DEMAND * PRIOR_WEIGHT_S  # decayed CPU-seconds of sessions' jobs
         self._session_s = PRIOR_WEIGHT_S  # decayed session-seconds
         self._t = clock()
+        self._own = 0.0  # this process's CPU use, cores (1-minute average)
+        self._own_at = (self._t, time.process_time())
         self._request_cost = 1.0  # average engine-seconds of one HTTP request
 
     # ------------------------------------------------------------------ the estimate
@@ -153,26 +165,43 @@ class Capacity:
         if self.sessions and dt > 0:
             f = math.exp(-dt / WINDOW_S)
             self._session_s = self._session_s * f + self.sessions * WINDOW_S * (1 - f)
-            self._busy *= f
+            self._cpu *= f
 
-    def _record(self, seconds: float) -> None:
+    def _record(self, cpu_seconds: float) -> None:
         with self._lock:
             self._advance()
-            self._busy += seconds
+            self._cpu += cpu_seconds
 
     @property
     def demand(self) -> float:
-        """Engine threads one session keeps busy on average (engine-seconds per second)."""
+        """Cores one session needs on average (CPU-seconds of engine work per second)."""
         with self._lock:
             self._advance()
-            return self._busy / self._session_s
+            return self._cpu / self._session_s
+
+    @property
+    def free_cores(self) -> float:
+        """Cores the engine can count on: ``n`` less other programs' load (see the module doc)."""
+        if not hasattr(os, "getloadavg"):
+            return float(self.workers)
+        with self._lock:
+            now, cpu = self._clock(), time.process_time()
+            then, cpu_then = self._own_at
+            if now - then >= 1.0:
+                f = math.exp(-(now - then) / 60.0)  # the load average's own time constant
+                self._own = self._own * f + (cpu - cpu_then) / (now - then) * (1 - f)
+                self._own_at = (now, cpu)
+            others = max(0.0, os.getloadavg()[0] - self._own)
+        cores = os.cpu_count() or self.workers
+        return min(float(self.workers), max(MIN_FREE_CORES, cores - others))
 
     @property
     def max_sessions(self) -> int:
-        """The session limit now: the fixed one, or ``floor(ρ · n / demand)`` (at least 1)."""
+        """The session limit now: the fixed one, or ``floor(ρ · f / d)`` (at least 1)."""
         if self.fixed is not None:
             return self.fixed
-        return max(1, math.floor(self.target_load * self.workers / max(self.demand, 1e-6)))
+        supply = self.target_load * self.free_cores
+        return max(1, math.floor(supply / max(self.demand, 1e-6)))
 
     @property
     def max_requests(self) -> int:
@@ -207,8 +236,8 @@ class Capacity:
             why = "the limit set with max_sessions / nbtoolkit serve --max-sessions"
         else:
             why = (
-                f"what its {self.workers} engine threads answer in time at "
-                f"{self.target_load:.0%} load: each session keeps {self.demand:.2f} of a thread busy"
+                f"what {self.free_cores:.2f} free cores of {self.workers} answer in time at "
+                f"{self.target_load:.0%} load, each session needing {self.demand:.3f} of a core"
             )
         return (
             f"The local server is serving {active} realtime/dialog sessions, its limit of {limit} "
