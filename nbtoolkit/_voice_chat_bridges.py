@@ -4,7 +4,7 @@ A bridge turns the recorder's takes and chunks (handed over by the chat) into ba
 backend's events into :mod:`nbtoolkit.voice_chat_events` that it passes to ``emit`` (the chat
 renders them). It never reads or calls the chat, and imports backends, never widgets (what each
 family does is described in :mod:`nbtoolkit.voice_chat`). Every bridge method, and ``emit``, runs
-on the chat's event loop; backend callbacks from other threads hop there first.
+on the chat's event loop; backend events from other threads (a Dialog's streams) hop there first.
 """
 
 from __future__ import annotations

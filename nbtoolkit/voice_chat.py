@@ -11,10 +11,10 @@ each on the badge, transcript, player and timeline. The bridge never touches the
 
 Unless comms go over a kernel subshell, ipykernel handles no widget message while a cell runs, so
 :meth:`VoiceChat.start` runs the session as a background task on the kernel's event loop and
-returns at once; take events, backend events and the SDK's thread callbacks all meet on that
-loop before anything touches a widget. What comes from other threads (the SDK's callbacks, and
-widget handlers, which JupyterLab ≥ 4.4 with ipykernel 7 runs on a subshell thread) hops there
-with ``loop.call_soon_threadsafe``.
+returns at once; take events and backend events all meet on that loop before anything touches a
+widget. What comes from other threads (a Dialog's events, read from the SDK's threads, and widget
+handlers, which JupyterLab ≥ 4.4 with ipykernel 7 runs on a subshell thread) hops there with
+``loop.call_soon_threadsafe``.
 
 One bridge class per backend family (in :mod:`nbtoolkit._voice_chat_bridges`) turns recorder
 takes/chunks into backend calls and backend events into player audio, turns and dialog states:

@@ -640,6 +640,7 @@ class Dialog(Client):
         ``fill_silence`` (default: on in tap2talk and duplex) sends zero frames, 10 a second,
         once no audio was sent for :data:`FILL_AFTER` seconds, so the server's VAD hears the end of speech while the microphone is
         quiet or stopped. Only one live session at a time; ask/speak wait until it is closed.
+        Its turns come from ``next_turn()``, or as :mod:`nbtoolkit.events` with ``async for``.
         """
         with self._lock:
             self._require_open()
