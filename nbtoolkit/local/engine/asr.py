@@ -424,7 +424,9 @@ class Recognizer:
     (see module docstring).
 
     ``grammar`` is a JSGF grammar (default: the responder's phrases). ``tier`` is the
-    open-vocabulary tier (see :func:`choose_tier`). Decoders load lazily on first use.
+    open-vocabulary tier (see :func:`choose_tier`); ``whisper_model`` one of
+    :data:`nbtoolkit.local.engine.whisper.MODELS` (default: the best installed). Decoders and
+    models load lazily on first use.
     """
 
     def __init__(
@@ -433,6 +435,7 @@ class Recognizer:
         grammar: str | None = None,
         decoders: int | None = None,
         tier: str | None = None,
+        whisper_model: str | None = None,
     ) -> None:
         if mode not in ("auto", "domain", "open"):
             raise ValueError(f"asr mode must be 'auto', 'domain' or 'open', not {mode!r}")
@@ -444,7 +447,7 @@ class Recognizer:
         self._domain = _Pool(self._domain_decoder, size)
         self._questions = _Pool(self._questions_decoder, size)
         self._open = _Pool(self._open_decoder, size)
-        self.whisper = WhisperTier(workers=size) if self.tier == "whisper" else None
+        self.whisper = WhisperTier(whisper_model, size) if self.tier == "whisper" else None
 
     # ------------------------------------------------------------------ loading
     @staticmethod
