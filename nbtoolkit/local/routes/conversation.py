@@ -182,6 +182,17 @@ class _DroppingStream(StreamingResponse):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+def _turns(history: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(role, text) messages as the (user, assistant) turns the engine takes."""
+    turns: list[tuple[str, str]] = []
+    for role, text in history:
+        if role == "user":
+            turns.append((text, ""))
+        elif turns:
+            turns[-1] = (turns[-1][0], text)
+    return turns
+
+
 async def _answer(request: Request, req: GenerationRequest, inputs: _Inputs) -> tuple[str, Any]:
     from nbtoolkit.local.engine.usage import audio_tokens, text_tokens
 
@@ -192,7 +203,7 @@ async def _answer(request: Request, req: GenerationRequest, inputs: _Inputs) -> 
         req.current.text,
         audio=inputs.clip,
         images=inputs.images,
-        history=req.history,
+        history=_turns(req.history),
     )
     input_text = text_tokens(req.all_text)
     input_audio = audio_tokens(inputs.clip.duration) if inputs.clip is not None else 0
