@@ -361,3 +361,17 @@ def test_dialog_chinese_prompt_is_answered_in_chinese_and_spoken_in_mandarin(
     assert answer_text(cb) == "一加一等于二。"
     expected = len(engine.synthesize("一加一等于二。", 24000, lang="zh"))
     assert _close_in_length(len(cb.audio) // 2, expected), (len(cb.audio) // 2, expected)
+
+
+def test_sdk_spoken_chinese_after_a_chinese_turn_is_answered_in_chinese_only(
+    sdk: Any, engine: Engine, tmp_path: Path
+) -> None:
+    mandarin = "file://" + str(speech(engine, "你好，今天天气怎么样").save(tmp_path / "zh.wav"))
+    messages = [
+        {"role": "user", "content": [{"text": "一加一等于几"}]},
+        {"role": "assistant", "content": [{"text": "一加一等于二。"}]},
+        {"role": "user", "content": [{"audio": mandarin}]},
+    ]
+    response = sdk.MultiModalConversation.call(model=MODEL, messages=messages)
+    assert response.status_code == 200, response.message
+    assert text_of(response) == UNCLEAR_ZH
