@@ -39,20 +39,26 @@ kind                  when / answer
 ``echo``              nothing to answer: no question, or no words heard in the audio
 ====================  ===============================================================================
 
-**Speech it cannot make out.** The ASR is English-only (pocketsphinx; no Mandarin recogniser ships
-in a wheel), so Chinese speech comes back as English-sounding guesses from the open-vocabulary
-search ("欢迎使用阿里云" → "are you do y'all are you"). When the question is Chinese, or there is
-no typed question at all (voice chat), a transcript from the open search whose ``open_score`` (mean
-acoustic log-likelihood per speech frame, normalised to the best senone: 0 is a perfect fit) is
-below :data:`UNCLEAR_SCORE` (−3.5) is not reported as words: the answer says, in the question's
-language, that the engine recognises English speech only. Measured with this engine (60 renditions
-of 30 Mandarin eSpeak sentences at 16 and 24 kHz, the 10 real English recordings in tests/data/speech):
-51 of the 60 Mandarin renditions went to the open search, all scoring −6.5…−3.7; the real English
-recordings score −2.8…−1.9. The other 9 Mandarin renditions were forced onto grammar sentences
-("谢谢" → "yes") and are answered as those; a typed English question ("transcribe this") always
-gets the recogniser's words, however poor. eSpeak's own *English* outside the grammar scores like
-Mandarin (−5.5…−3.5) and so is also "not made out" in voice chat — its open transcripts are poor.
-For a turn without words of its own, the language of that answer is that of ``context`` (Omni
+**Speech it cannot make out.** The ASR is English-only (pocketsphinx, or Whisper's English models;
+no Mandarin recogniser ships in a wheel), so Chinese speech comes back as English-sounding guesses
+("欢迎使用阿里云" → pocketsphinx "are you do y'all are you", Whisper "welcome to yong a li yuen"; Whisper
+even "translates" some: 我想喝一杯咖啡 → "i want to have a cup of coffee"). When the question is
+Chinese, or there is no typed question at all (voice chat), words from the open-vocabulary search
+are not reported when pocketsphinx's open-vocabulary score of the clip (``open_score``: mean
+acoustic log-likelihood per speech frame, normalised to the best senone, 0 a perfect fit) is below
+:data:`UNCLEAR_SCORE` (−3.5) — and, when Whisper wrote the words, pocketsphinx's own words agree with
+fewer than :data:`AGREE_MIN` of Whisper's (two independent English recognisers that hear the same
+words heard English). The answer then says, in the question's language, that the engine recognises
+English speech only. Measured with this engine: 60 renditions of 30 Mandarin eSpeak sentences at 16
+and 24 kHz — 51 went to the open search, all scoring −6.5…−3.7 (the other 9 were forced onto grammar
+sentences, e.g. "谢谢" → "yes", and are answered as those); the 10 real English recordings in
+tests/data/speech score −2.8…−1.9; Whisper and pocketsphinx agree on −0.5…0.29 of the words of 15
+Mandarin sentences. eSpeak's own *English* outside the grammar scores like Mandarin (−5.8…−3.5), so
+in voice chat it is often "not made out" too (with Whisper, only when the two recognisers disagree:
+4 of 13 measured sentences). A typed English question ("transcribe this") always gets the
+recogniser's words, however poor. With the Whisper tier the check costs one pocketsphinx decode,
+made only when an answer depends on it (an open question heard in speech, a Chinese question about
+a clip). For a turn without words of its own, the language of that answer is that of ``context`` (Omni
 ``instructions``, a system prompt), else of the latest user text in ``history``, else both.
 
 Voice chat (audio but no text, or ``spoken=True`` when the caller transcribed the audio): the
