@@ -12,10 +12,11 @@ sessions. ``ρ`` defaults to :data:`TARGET_LOAD` (0.75): turns land at random mo
 that load a turn seldom waits for more than one other turn's work, so first-audio latency stays
 close to one session's (the rest is left for the event loop that moves every session's frames).
 
-* ``d`` is **measured** while the server runs: the CPU time of the sessions' engine jobs (each
-  job's ``time.thread_time``) divided by the seconds the sessions were connected, both averaged
-  over the last :data:`WINDOW_S` seconds of activity (an exponential average that holds its value
-  while no session is open). Before anything was measured the server assumes :data:`PRIOR_DEMAND`
+* ``d`` is **measured** while the server runs: the CPU time the server process used while sessions
+  were open (``time.process_time``: ASR, TTS and answers on the engine threads, and the frames,
+  JSON and VAD on the event loop) divided by the seconds the sessions were connected, both
+  averaged over the last :data:`WINDOW_S` seconds of activity (an exponential average that holds
+  its value while no session is open). Before anything was measured the server assumes :data:`PRIOR_DEMAND`
   (real read speech: about one CPU-second per utterance, one utterance every six seconds), worth
   :data:`PRIOR_WEIGHT_S` session-seconds of measurement.
 * ``f`` is the engine threads' count ``n`` (one per core), less what other programs take: the
@@ -123,7 +124,7 @@ class Seat:
 class Capacity:
     """How many sessions and requests the engine threads can serve; see the module docstring.
 
-    Thread-safe: engine threads report their jobs' CPU time from their own threads.
+    Thread-safe: requests end on the event loop, tests read it from their own threads.
     """
 
     def __init__(
@@ -154,23 +155,21 @@ class Capacity:
         self._cpu = PRIOR_DEMAND * PRIOR_WEIGHT_S  # decayed CPU-seconds of sessions' jobs
         self._session_s = PRIOR_WEIGHT_S  # decayed session-seconds
         self._t = clock()
+        self._cpu_at = time.process_time()
         self._own = 0.0  # this process's CPU use, cores (1-minute average)
-        self._own_at = (self._t, time.process_time())
+        self._own_at = (self._t, self._cpu_at)
         self._request_cost = 1.0  # average engine-seconds of one HTTP request
 
     # ------------------------------------------------------------------ the estimate
     def _advance(self) -> None:
-        now = self._clock()
-        dt, self._t = now - self._t, now
+        now, cpu = self._clock(), time.process_time()
+        dt, used = now - self._t, cpu - self._cpu_at
+        self._t, self._cpu_at = now, cpu
         if self.sessions and dt > 0:
+            # both spread evenly over dt, decayed as they accrued
             f = math.exp(-dt / WINDOW_S)
             self._session_s = self._session_s * f + self.sessions * WINDOW_S * (1 - f)
-            self._cpu *= f
-
-    def _record(self, cpu_seconds: float) -> None:
-        with self._lock:
-            self._advance()
-            self._cpu += cpu_seconds
+            self._cpu = self._cpu * f + used / dt * WINDOW_S * (1 - f)
 
     @property
     def demand(self) -> float:
@@ -223,9 +222,7 @@ class Capacity:
                 self._advance()
                 self.sessions += 1
                 self._lock.notify_all()
-                lane = Lane()
-                lane.on_busy = self._record
-                return Seat(lane)
+                return Seat(Lane())
             active = self.sessions
         return Refusal(
             "Throttling.AllocationQuota", self._full(active, limit), SESSION_RETRY_AFTER_S

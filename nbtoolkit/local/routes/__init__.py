@@ -12,8 +12,7 @@ made current by :mod:`nbtoolkit.local.admission` — so that when the client goe
 cancelled and nothing it would have asked for next (a follow-up TTS clause, the next speculative
 transcript) starts. A job already running cannot be interrupted (pocketsphinx and eSpeak decode in
 one C call); it finishes and its result is dropped. The pool counts queued and running jobs and the
-seconds its threads were busy and the CPU seconds its jobs used, which the admission control reads
-to know what sessions cost.
+seconds its threads were busy.
 """
 
 from __future__ import annotations
@@ -49,10 +48,7 @@ class Lane:
         self._lock = threading.Lock()
         self._futures: set[Future[Any]] = set()
         self.busy = 0.0
-        self.cpu = 0.0
         self.closed = False
-        #: Called with the CPU seconds of each finished job (from the engine thread that ran it).
-        self.on_busy: Callable[[float], None] | None = None
 
     def _track(self, future: Future[Any]) -> bool:
         with self._lock:
@@ -66,12 +62,9 @@ class Lane:
         with self._lock:
             self._futures.discard(future)
 
-    def _add_busy(self, seconds: float, cpu: float) -> None:
+    def _add_busy(self, seconds: float) -> None:
         with self._lock:
             self.busy += seconds
-            self.cpu += cpu
-        if self.on_busy is not None:
-            self.on_busy(cpu)
 
     def close(self) -> int:
         """Cancel every job of this lane that has not started, and refuse new ones. Returns how
@@ -122,17 +115,17 @@ class EnginePool(ThreadPoolExecutor):
             self.queued -= 1
             self.active += 1
             self._count_lock.notify_all()
-        start, cpu = time.monotonic(), time.thread_time()
+        start = time.monotonic()
         try:
             return fn(*args, **kwargs)
         finally:
-            took, cpu = time.monotonic() - start, time.thread_time() - cpu
+            took = time.monotonic() - start
             with self._count_lock:
                 self.active -= 1
                 self.busy += took
                 self._count_lock.notify_all()
             if lane is not None:
-                lane._add_busy(took, cpu)
+                lane._add_busy(took)
 
     def _dropped(self, future: Future[Any]) -> None:
         if future.cancelled():  # it never ran, so _run did not take it off the queue
