@@ -438,6 +438,16 @@ def test_dialog_turn_collector_folds_any_event_sequence(events: list[tuple[str, 
 
 
 # --------------------------------------------------------------------------- realtime
+#: Numbers of every kind a JSON frame can carry to Python: ±Infinity and NaN (Python's json reads
+#: them), 1e300, integers past float range, bools (ints to Python).
+_numbers = (
+    st.floats()
+    | st.sampled_from([float("inf"), float("-inf"), float("nan"), 1e300, -1e300, 10**400])
+    | st.integers()
+    | st.booleans()
+)
+
+
 def _event_dicts(registry: dict[str, type[rt.RealtimeEvent]]) -> st.SearchStrategy[dict[str, Any]]:
     """Frames of the known types with each field present, missing or of a random type."""
     field_values = {
@@ -459,9 +469,9 @@ def _event_dicts(registry: dict[str, type[rt.RealtimeEvent]]) -> st.SearchStrate
                     {},
                     optional={
                         "type": near("server_vad"),
-                        "threshold": st.floats() | json_values,
-                        "silence_duration_ms": st.integers(0, 9000) | json_values,
-                        "prefix_padding_ms": st.integers(-5, 500) | json_values,
+                        "threshold": _numbers | json_values,
+                        "silence_duration_ms": _numbers | st.integers(0, 9000) | json_values,
+                        "prefix_padding_ms": _numbers | st.integers(-5, 500) | json_values,
                         "create_response": json_values,
                     },
                 )
@@ -525,7 +535,19 @@ def test_realtime_parsers_return_typed_events_or_a_protocol_error(frame: Any) ->
         assert type(again) is type(event)
 
 
+def _check_vad_settings(settings: dict[str, Any] | None) -> None:
+    """What the route hands the engine's VAD: finite, in range, convertible with int()."""
+    if settings is None:
+        return
+    assert -1 <= float(settings["threshold"]) <= 1
+    assert 0 <= int(settings["prefix_padding_ms"]) <= 6000
+    assert 200 <= int(settings["silence_duration_ms"]) <= 6000
+
+
 def _check_realtime_step(step: rs.Step, done: set[str]) -> None:
+    for action in step.actions:
+        if isinstance(action, rs.ConfigureVad):
+            _check_vad_settings(action.settings)
     for event in step.events:
         parsed = rt.parse_server_event(event.to_json())
         assert type(parsed) is type(event)
