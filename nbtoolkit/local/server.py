@@ -21,6 +21,7 @@ import logging
 import secrets
 import socket
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -111,7 +112,7 @@ def create_app(
 
 
 def _error_response(
-    body: dict[str, Any], status: int, headers: dict[str, str] | None = None
+    body: dict[str, Any], status: int, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse({"request_id": secrets.token_hex(16), **body}, status, headers=headers)
 
