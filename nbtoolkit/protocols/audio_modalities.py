@@ -519,8 +519,8 @@ class StreamAccumulator:
         if size > expected or self.short_frame is not None:
             got = self.short_frame if self.short_frame is not None else size
             raise ProtocolError(
-                f"Stream frame {self.events}: an audio chunk of {got} bytes before the last one, "
-                f"where every chunk should be {expected} bytes ({self.rate} Hz × 2 bytes × "
+                f"Stream frame {self.events}: an audio chunk of {got} bytes where every chunk but "
+                f"the last should be {expected} bytes ({self.rate} Hz × 2 bytes × "
                 f"{self.chunk_ms} ms): the server streams another sample rate or chunk duration",
                 "pass the server's sample_rate= and chunk_ms= (Agora's sample: 16000 and 40)",
             )
