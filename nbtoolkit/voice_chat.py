@@ -288,7 +288,7 @@ class VoiceChat(ipywidgets.VBox):
         await self._wait(lambda: len(self.turns) >= n, timeout, f"{n} turn(s)")
         # An answer arrives faster than it plays: whoever speaks next (a person, or a cell
         # after this one) would talk over its tail, a barge-in that flushes it.
-        await asyncio.sleep(max(0.0, self.player.played_out_at - time.monotonic()))
+        await self.player.played_out()
         return self.turns[:n]
 
     async def wait_state(self, state: str, timeout: float = 60.0) -> None:

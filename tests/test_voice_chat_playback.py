@@ -1,11 +1,12 @@
 """VoiceChat with a Player whose browser view plays the answer in real time (no browser: a stand-in
-view that schedules what the kernel sends the way player.js does and reports at once)."""
+view that schedules what the kernel sends the way player.js does and reports it late)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import pytest
 from conftest import timeout
 
 from nbtoolkit.audio.clip import Clip
@@ -16,26 +17,30 @@ from nbtoolkit.widgets import Player
 
 
 class PlayingView:
-    """Stands in for player.js on ``player``: audio sent to it plays back to back in real time
-    (after the player's lead-in), and ``playing``/``buffered_ms`` say so the moment they change —
-    the browser's reports with no lag."""
+    """Stands in for player.js on ``player``: audio sent to it reaches it ``lag`` seconds later
+    and plays back to back in real time (after the player's lead-in); ``playing``/``buffered_ms``
+    report that another ``lag`` later (the browser's reports: prompt, or late on a busy machine)."""
 
-    def __init__(self, player: Player) -> None:
+    def __init__(self, player: Player, lag: float) -> None:
         self.player = player
+        self.lag = lag
         self.loop = asyncio.get_running_loop()
         self.ends = 0.0  # on the loop's clock
         player.send = self.receive  # type: ignore[method-assign]
         player._on_custom_msg(player, {"type": "ready", "rate": 48000}, [])
 
     def receive(self, content: dict[str, Any], buffers: list[bytes] | None = None) -> None:
+        self.loop.call_later(self.lag, self.arrive, content, buffers)
+
+    def arrive(self, content: dict[str, Any], buffers: list[bytes] | None) -> None:
         now = self.loop.time()
         if content["type"] == "pcm":
             seconds = len(buffers[0]) / 2 / content["rate"] if buffers else 0.0
             self.ends = max(self.ends, now + self.player.prebuffer_ms / 1000) + seconds
-            self.loop.call_at(self.ends, self.report)
+            self.loop.call_at(self.ends + self.lag, self.report)
         elif content["type"] == "flush":
             self.ends = now
-        self.report()
+        self.loop.call_later(self.lag, self.report)
 
     def report(self) -> None:
         left = max(0.0, self.ends - self.loop.time())
@@ -43,15 +48,16 @@ class PlayingView:
         self.player.playing = left > 0
 
 
+@pytest.mark.parametrize("lag", [0.0, 0.2], ids=["prompt_reports", "late_reports"])
 def test_a_question_asked_after_wait_turns_is_not_a_barge_in_on_the_answer_still_playing(
-    server: Any, engine: Any
+    server: Any, engine: Any, lag: float
 ) -> None:
     speech = Clip.from_array(engine.synthesize("one plus one equals what", rate=16000), 16000)
     question = Clip.silence(0.3, 16000) + speech + Clip.silence(1.5, 16000)
 
     async def main() -> VoiceChat:
         chat = VoiceChat(OmniRealtime(server.endpoints, ledger=Ledger()), source=question)
-        PlayingView(chat.player)
+        PlayingView(chat.player, lag)
         chat.start()
         try:
             # the offline engine streams its answer in far less time than it takes to play

@@ -11,6 +11,7 @@ on ``played_clip``.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
@@ -113,6 +114,29 @@ class Player(anywidget.AnyWidget):
         """True while the browser plays or holds audio, as the view last reported or as
         :attr:`played_out_at` says (a report lags up to ~100 ms behind). Never without a view."""
         return self.playing or self.buffered_ms > 0 or time.monotonic() < self._played_out_at
+
+    async def played_out(self, slack: float = 2.0) -> None:
+        """Return once the audio sent so far has played out in the browser: at
+        :attr:`played_out_at`, and then once the view reports silence, which comes a little later
+        (the audio reached the browser after it left the kernel, and reports lag). That last wait
+        is bounded by ``slack`` seconds: a closed page reports nothing. At once without a view."""
+        await asyncio.sleep(max(0.0, self._played_out_at - time.monotonic()))
+        loop = asyncio.get_running_loop()
+        silent = asyncio.Event()
+
+        def check(_change: Any = None) -> None:
+            # the view's reports may be applied on another thread (a kernel subshell)
+            if not (self.playing or self.buffered_ms > 0):
+                loop.call_soon_threadsafe(silent.set)
+
+        self.observe(check, names=["playing", "buffered_ms"])
+        try:
+            check()
+            await asyncio.wait_for(silent.wait(), slack)
+        except (TimeoutError, asyncio.TimeoutError):
+            pass  # the view is gone or muted: nothing more will play
+        finally:
+            self.unobserve(check, names=["playing", "buffered_ms"])
 
     @property
     def fed_ms(self) -> float:
