@@ -18,7 +18,7 @@ from PIL import Image
 from test_server_audio_modalities import audio_of, frames_of, post
 from test_server_conversation import sdk as sdk  # the fixture: dashscope aimed at the server
 from test_server_conversation import text_of, user
-from test_server_dialog import answer_text, sdk_dialog
+from test_server_dialog import answer_text, frames, sdk_dialog
 from test_server_realtime import _raw
 
 from nbtoolkit.audio.clip import Clip
@@ -375,3 +375,18 @@ def test_sdk_spoken_chinese_after_a_chinese_turn_is_answered_in_chinese_only(
     response = sdk.MultiModalConversation.call(model=MODEL, messages=messages)
     assert response.status_code == 200, response.message
     assert text_of(response) == UNCLEAR_ZH
+
+
+def test_dialog_spoken_chinese_question_is_answered_honestly_not_with_guessed_words(
+    server: Any, engine: Engine
+) -> None:
+    pcm = speech(engine, "你好，今天天气怎么样").to_pcm()
+    with sdk_dialog(server) as (conv, cb):
+        conv.start_speech()
+        for chunk in frames(pcm):
+            conv.send_audio_data(chunk)
+        conv.stop_speech()
+        cb.wait(lambda n, v: n == "responding_ended", 60)
+        cb.wait_state("Listening")
+    # nothing said which language (no text, no earlier turn): both
+    assert answer_text(cb) == f"{UNCLEAR_ZH} {UNCLEAR_EN}"
