@@ -130,8 +130,11 @@ def run(version: Version, tests: list[str]) -> tuple[bool, str]:
             timeout=BOUND_S,
         )
         summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr
-        if done.returncode:
-            print(done.stdout[-4000:], done.stderr[-2000:], sep="\n")
+        if done.returncode:  # why, in short: the distinct error lines, then the failed tests
+            lines = done.stdout.splitlines()
+            errors = list(dict.fromkeys(line for line in lines if line.startswith("E ")))
+            failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+            print(*errors[:20], *failed[:30], done.stderr[-2000:], sep="\n")
         extra_note = f"; also installed: {', '.join(extra)}" if extra else ""
         return done.returncode == 0, summary + extra_note
 
