@@ -399,3 +399,30 @@ def test_dialog_utterance_over_a_minute_is_refused_clearly_without_being_decoded
     assert "StopSpeech" in message
     assert calls["transcribe"] == 0
     assert "two" in words(answer)
+
+
+def test_realtime_utterance_over_a_minute_is_refused_clearly_without_being_decoded(
+    engine: Any,
+) -> None:
+    seconds = MAX_UTTERANCE_SECONDS + 1
+    noise = np.random.default_rng(7).integers(-3000, 3000, int(seconds * RATE), dtype=np.int16)
+    pcm = noise.astype("<i2").tobytes()
+    with serving(engine) as srv, connect(url(srv, "realtime"), additional_headers=auth(srv)) as ws:
+        assert json.loads(ws.recv(timeout(10)))["type"] == "session.created"
+        ws.send(json.dumps({"type": "session.update", "session": {"turn_detection": None}}))
+        for i in range(0, len(pcm), 5 * 2 * RATE):
+            audio = base64.b64encode(pcm[i : i + 5 * 2 * RATE]).decode()
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        while (event := json.loads(ws.recv(timeout(30))))["type"] != (
+            "conversation.item.input_audio_transcription.failed"
+        ):
+            assert event["type"] != "error", event
+        # the session goes on: the next question is heard and answered
+        heard, said = converse(ws, Clip.from_array(engine.synthesize(QUESTION, rate=RATE), RATE))
+        calls = srv.engine.calls
+    message = event["error"]["message"]
+    assert f"{seconds:.0f} s long" in message and "at most 60 s" in message
+    assert "commit sooner" in message
+    assert calls["transcribe"] == 1  # the question's, never the long utterance's
+    assert "plus" in words(heard) and "two" in words(said)
