@@ -6,19 +6,21 @@ utterance (ASR, the answer, its TTS) and speaks once every ``T`` seconds, so it 
 cores on average (its *demand*). With ``f`` cores free for the engine, at a target load ``ρ``, the
 server serves
 
-    max_sessions = floor(ρ · f / d) = floor(ρ · f · T / c)        (at least 1)
+    max_sessions = max(n, floor(ρ · f / d)) = max(n, floor(ρ · f · T / c))
 
 sessions. ``ρ`` defaults to :data:`TARGET_LOAD` (0.75): turns land at random moments, and below
 that load a turn seldom waits for more than one other turn's work, so first-audio latency stays
-close to one session's (the rest is left for the event loop that moves every session's frames).
+close to one session's. ``n`` sessions, one per engine thread, are always admitted: a
+conversation at human pace never needs a whole core (real read speech measured 0.27 of one), so a
+notebook can always hold a session or two however busy the machine is.
 
 * ``d`` is **measured** while the server runs: the CPU time the server process used while sessions
   were open (``time.process_time``: ASR, TTS and answers on the engine threads, and the frames,
   JSON and VAD on the event loop) divided by the seconds the sessions were connected, both
   averaged over the last :data:`WINDOW_S` seconds of activity (an exponential average that holds
-  its value while no session is open). Before anything was measured the server assumes :data:`PRIOR_DEMAND`
-  (real read speech: about one CPU-second per utterance, one utterance every six seconds), worth
-  :data:`PRIOR_WEIGHT_S` session-seconds of measurement.
+  its value while no session is open). Before anything was measured the server assumes
+  :data:`PRIOR_DEMAND` (real read speech: about one CPU-second per utterance, one utterance every
+  six seconds), worth :data:`PRIOR_WEIGHT_S` session-seconds of measurement.
 * ``f`` is the engine threads' count ``n`` (one per core), less what other programs take: the
   1-minute load average minus this process's own CPU use (its 1-minute average), never below
   :data:`MIN_FREE_CORES`. On a machine shared with other work the server admits fewer sessions
@@ -196,11 +198,11 @@ class Capacity:
 
     @property
     def max_sessions(self) -> int:
-        """The session limit now: the fixed one, or ``floor(ρ · f / d)`` (at least 1)."""
+        """The session limit now: the fixed one, or ``max(n, floor(ρ · f / d))``."""
         if self.fixed is not None:
             return self.fixed
         supply = self.target_load * self.free_cores
-        return max(1, math.floor(supply / max(self.demand, 1e-6)))
+        return max(self.workers, math.floor(supply / max(self.demand, 1e-6)))
 
     @property
     def max_requests(self) -> int:
