@@ -41,7 +41,7 @@ from nbtoolkit.backends.omni import OmniRealtime
 from nbtoolkit.errors import RateLimited
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.local import start
-from nbtoolkit.local.admission import SESSION_RETRY_AFTER_S
+from nbtoolkit.local.admission import SESSION_RETRY_AFTER_S, Capacity, Refusal, Seat
 from nbtoolkit.local.limits import MAX_UTTERANCE_SECONDS
 from nbtoolkit.local.server import LocalServer
 from tests.test_server_dialog import Recorder, sdk_dialog
@@ -426,3 +426,44 @@ def test_realtime_utterance_over_a_minute_is_refused_clearly_without_being_decod
     assert "commit sooner" in message
     assert calls["transcribe"] == 1  # the question's, never the long utterance's
     assert "plus" in words(heard) and "two" in words(said)
+
+
+# ----------------------------------------------------------------------------- the rule
+def test_session_limit_follows_the_measured_demand_and_the_cores_other_programs_leave() -> None:
+    now = {"t": 0.0, "cpu": 0.0, "load": 0.0}
+    capacity = Capacity(
+        2,
+        clock=lambda: now["t"],
+        cpu_clock=lambda: now["cpu"],
+        load_average=lambda: now["load"],
+    )
+    seat = capacity.join()
+    assert isinstance(seat, Seat)
+    # one session for five minutes, the server using 0.04 of a core; nothing else running
+    now["t"], now["cpu"], now["load"] = 300.0, 12.0, 0.04
+    assert capacity.demand == pytest.approx(0.04, rel=1e-3)
+    assert capacity.free_cores == pytest.approx(2.0, rel=1e-3)
+    assert capacity.max_sessions == 37  # floor(0.75 * 2 / 0.04)
+    # other programs take the machine: 0.25 core is all the server counts on
+    now["t"], now["cpu"], now["load"] = 301.0, 12.04, 8.0
+    assert capacity.free_cores == pytest.approx(0.25)
+    assert capacity.max_sessions == 4  # floor(0.75 * 0.25 / 0.04)
+    seats = [capacity.join() for _ in range(3)]
+    refused = capacity.join()
+    assert all(isinstance(s, Seat) for s in seats) and isinstance(refused, Refusal)
+    assert "its limit of 4" in refused.message and "0.25 free cores of 2" in refused.message
+    # leaving gives the seat back
+    capacity.leave(seat)
+    assert isinstance(capacity.join(), Seat)
+
+
+def test_a_busy_machine_still_admits_one_session_per_engine_thread() -> None:
+    now = {"t": 0.0, "cpu": 0.0}
+    capacity = Capacity(
+        2, clock=lambda: now["t"], cpu_clock=lambda: now["cpu"], load_average=lambda: 50.0
+    )
+    first = capacity.join()
+    now["t"], now["cpu"] = 300.0, 150.0  # half a core per session
+    assert capacity.max_sessions == 2
+    assert isinstance(first, Seat) and isinstance(capacity.join(), Seat)
+    assert isinstance(capacity.join(), Refusal)

@@ -82,6 +82,7 @@ __all__ = [
     "WINDOW_S",
     "AdmissionControl",
     "Capacity",
+    "Refusal",
     "Seat",
 ]
 
@@ -136,7 +137,12 @@ class Capacity:
         max_sessions: int | None = None,
         target_load: float = TARGET_LOAD,
         clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
+        load_average: Callable[[], float | None] | None = None,
     ) -> None:
+        """``clock``, ``cpu_clock`` (this process's CPU seconds) and ``load_average`` (the machine's
+        1-minute load average, None where unknown) are the measurements the rule reads; tests
+        inject their own."""
         if max_sessions is not None and max_sessions < 1:
             raise ConfigError(
                 f"max_sessions must be at least 1, not {max_sessions}",
@@ -150,21 +156,22 @@ class Capacity:
         self.workers = workers
         self.fixed = max_sessions
         self.target_load = target_load
-        self._clock = clock
+        self._clock, self._cpu_clock = clock, cpu_clock
+        self._load_average = load_average or _load_average
         self._lock = threading.Condition()
         self.sessions = 0
         self.requests = 0
         self._cpu = PRIOR_DEMAND * PRIOR_WEIGHT_S  # decayed CPU-seconds of sessions' jobs
         self._session_s = PRIOR_WEIGHT_S  # decayed session-seconds
         self._t = clock()
-        self._cpu_at = time.process_time()
+        self._cpu_at = cpu_clock()
         self._own = 0.0  # this process's CPU use, cores (1-minute average)
         self._own_at = (self._t, self._cpu_at)
         self._request_cost = 1.0  # average engine-seconds of one HTTP request
 
     # ------------------------------------------------------------------ the estimate
     def _advance(self) -> None:
-        now, cpu = self._clock(), time.process_time()
+        now, cpu = self._clock(), self._cpu_clock()
         dt, used = now - self._t, cpu - self._cpu_at
         self._t, self._cpu_at = now, cpu
         if self.sessions and dt > 0:
@@ -183,18 +190,18 @@ class Capacity:
     @property
     def free_cores(self) -> float:
         """Cores the engine can count on: ``n`` less other programs' load (see the module doc)."""
-        if not hasattr(os, "getloadavg"):
+        load = self._load_average()
+        if load is None:
             return float(self.workers)
         with self._lock:
-            now, cpu = self._clock(), time.process_time()
+            now, cpu = self._clock(), self._cpu_clock()
             then, cpu_then = self._own_at
             if now - then >= 1.0:
                 f = math.exp(-(now - then) / 60.0)  # the load average's own time constant
                 self._own = self._own * f + (cpu - cpu_then) / (now - then) * (1 - f)
                 self._own_at = (now, cpu)
-            others = max(0.0, os.getloadavg()[0] - self._own)
-        cores = os.cpu_count() or self.workers
-        return min(float(self.workers), max(MIN_FREE_CORES, cores - others))
+            others = max(0.0, load - self._own)
+        return min(float(self.workers), max(MIN_FREE_CORES, self.workers - others))
 
     @property
     def max_sessions(self) -> int:
@@ -276,6 +283,10 @@ class Capacity:
             self._lock.notify_all()
             if lane.busy > 0:
                 self._request_cost += 0.2 * (lane.busy - self._request_cost)
+
+
+def _load_average() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 class AdmissionControl:
