@@ -43,7 +43,9 @@ Two kinds of pocketsphinx search, each on its own decoder:
 
    In the Whisper tier step 2 runs Whisper instead of the open LM, and only (b) applies: Whisper's
    scores are not on pocketsphinx's scale, and its words are right often enough that a sentence it
-   does not (nearly) agree with is better taken from it. Speech Whisper takes for another language
+   does not (nearly) agree with is better taken from it; and when Whisper's words are themselves a
+   sentence of the grammar, they are taken (they differ from the grammar's guess, usually in a
+   number: measured on eSpeak arithmetic). Speech Whisper takes for another language
    (Mandarin) is decoded by the open LM instead, whose score marks it as unclear for the responder.
 
 Measured on 108 in-domain eSpeak sentences (plus 30 more synthesised at 24 kHz and resampled), 30
@@ -448,6 +450,7 @@ class Recognizer:
         self._questions = _Pool(self._questions_decoder, size)
         self._open = _Pool(self._open_decoder, size)
         self.whisper = WhisperTier(whisper_model, size) if self.tier == "whisper" else None
+        self._domain_sentences: frozenset[str] | None = None
 
     # ------------------------------------------------------------------ loading
     @staticmethod
@@ -483,6 +486,14 @@ class Recognizer:
         if "equals" not in text.split():
             return text, score
         return self._domain.decode(audio)
+
+    def _sentences(self) -> frozenset[str]:
+        """Every sentence of the default grammar (empty for a grammar given to the constructor)."""
+        if self._domain_sentences is None:
+            from nbtoolkit.local.engine.responder import domain_sentences
+
+            self._domain_sentences = frozenset(() if self._grammar else domain_sentences())
+        return self._domain_sentences
 
     def load(self) -> None:
         """Load one decoder of each kind this mode needs now (otherwise on first use)."""
@@ -550,6 +561,10 @@ class Recognizer:
         if dom and conf is not None and conf >= ACCEPT_SCORE:
             return done(dom, "domain", conf, dom, None)
         opn, open_score = self._decode_open(audio)
+        if dom and open_score is None and opn in self._sentences():
+            # Whisper heard another sentence of the domain itself ("thirteen plus eight equals
+            # what" where the grammar had "six"): its words, not the grammar's guess
+            return done(opn, "open", conf, dom, opn, open_score)
         if dom and conf is not None:
             margin = 0.0 if conf >= NEAR_SCORE else MARGIN
             fits = (
