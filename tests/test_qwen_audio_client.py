@@ -214,3 +214,10 @@ def test_server_that_never_answers_gives_a_bounded_timeout_error(
     assert info.value.code == "Timeout"
     with pytest.raises(ConnectionLost, match=r"within 0\.5 s"):
         list(qa.stream(text="one plus one equals what"))
+
+
+def test_generation_parameters_pass_through_as_options(qa: QwenAudio, question: Clip) -> None:
+    reply = qa.ask(question, temperature=0.5, top_p=0.9, seed=7, max_tokens=200)
+    assert "two" in reply.text.lower()
+    events = list(qa.stream(question, seed=7))
+    assert events[-1].type == "done" and events[-1].reply.text == reply.text

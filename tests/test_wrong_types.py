@@ -36,6 +36,36 @@ CASES: list[tuple[str, Callable[[Any], Any], type[NbToolkitError], str]] = [
     ("Dialog(voice=int)", lambda ep: nb.Dialog(ep, voice=5), ConfigError, "voice="),
     ("Dialog(timeout=str)", lambda ep: nb.Dialog(ep, timeout="x"), ConfigError, "timeout="),
     ("Omni(vad=int)", lambda ep: nb.OmniRealtime(ep, vad=5), ConfigError, "vad="),
+    (
+        "Omni(vad={silence_duration_ms: str})",
+        lambda ep: nb.OmniRealtime(ep, vad={"silence_duration_ms": "x"}),
+        ConfigError,
+        r"vad=\{'silence_duration_ms'",
+    ),
+    (
+        "Omni(vad={prefix_padding_ms: inf})",
+        lambda ep: nb.OmniRealtime(ep, vad={"prefix_padding_ms": float("inf")}),
+        ConfigError,
+        r"\[0, 6000\] ms",
+    ),
+    (
+        "Omni.update_session(voice=int)",
+        lambda ep: asyncio.run(nb.OmniRealtime(ep).update_session(voice=5)),
+        ConfigError,
+        "voice=",
+    ),
+    (
+        "QwenAudio.ask(temperature=nan)",
+        lambda ep: nb.QwenAudio(ep).ask(text="hi", temperature=float("nan")),
+        ConfigError,
+        "temperature=",
+    ),
+    (
+        "QwenAudio.ask(seed=-1)",
+        lambda ep: nb.QwenAudio(ep).ask(text="hi", seed=-1),
+        ConfigError,
+        "seed=",
+    ),
     ("Omni(modalities=int)", lambda ep: nb.OmniRealtime(ep, modalities=5), ConfigError, "5"),
     ("Omni(instructions=int)", lambda ep: nb.OmniRealtime(ep, instructions=5), ConfigError, "text"),
     (

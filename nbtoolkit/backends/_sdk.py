@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,11 @@ def conversation_call(
     *,
     stream: bool,
     timeout: float,
+    parameters: Mapping[str, Any] | None = None,
 ) -> Any:
     """``MultiModalConversation.call`` at ``endpoints``: the response, or with ``stream`` a generator
-    of incremental chunks (no request is made until it is first advanced)."""
+    of incremental chunks (no request is made until it is first advanced). ``parameters`` are
+    generation parameters (temperature, seed, …), checked by the caller."""
     from dashscope import MultiModalConversation  # ≈ 0.8 s to import: on first call
 
     return MultiModalConversation.call(
@@ -70,6 +73,7 @@ def conversation_call(
         incremental_output=True if stream else None,
         result_format="message",
         request_timeout=timeout,
+        **(parameters or {}),
     )
 
 

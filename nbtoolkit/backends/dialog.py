@@ -76,6 +76,7 @@ from nbtoolkit.events import (
 )
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.protocols.dialog import INPUT_RATE, MODES, DialogTurnCollector
+from nbtoolkit.protocols.params import dialog_start_problem
 from nbtoolkit.protocols.tokens import audio_tokens, text_tokens
 from nbtoolkit.results import Reply, Timeline, Usage
 from nbtoolkit.retry import RetryPolicy, retrying
@@ -92,8 +93,6 @@ MAX_TRAILING_SILENCE = 3.0
 #: toolkit's: ``ask`` is for a question, and a longer recording belongs in a live session
 #: (:meth:`Dialog.live`), where the server's VAD splits it into turns.
 MAX_QUESTION_SECONDS = 120.0
-#: The rates the service's TTS answers at (``downstream.sample_rate``; docs/protocols.md).
-OUTPUT_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 #: The question asked with images when none is given.
 DEFAULT_IMAGE_QUESTION = "What is in front of me?"
 
@@ -143,15 +142,11 @@ class Dialog(Client):
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"Unknown dialog mode {mode!r}", f"use one of {', '.join(MODES)}")
-        if isinstance(sample_rate, bool) or sample_rate not in OUTPUT_RATES:
-            raise ConfigError(
-                f"sample_rate={sample_rate!r} is not a rate the dialog service speaks at",
-                f"use one of {', '.join(map(str, OUTPUT_RATES))} (Hz)",
-            )
-        if not isinstance(voice, str) or not voice:
-            raise ConfigError(
-                f"voice= must be a voice name, not {voice!r}", "e.g. 'longxiaochun_v2'"
-            )
+        problem = dialog_start_problem(
+            {"upstream": {"mode": mode}, "downstream": {"sample_rate": sample_rate, "voice": voice}}
+        )
+        if problem is not None:
+            raise problem.error(problem.param.rsplit(".", 1)[-1] + "=")
         if not isinstance(video, bool):
             raise ConfigError(f"video= must be True or False, not {video!r}", "e.g. video=True")
         super().__init__(

@@ -50,6 +50,7 @@ from nbtoolkit.errors import (
 )
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.protocols.errors import error_for
+from nbtoolkit.protocols.params import realtime_session_problem
 from nbtoolkit.protocols.realtime import (
     DEFAULT_TURN_DETECTION,
     INPUT_RATE,
@@ -266,6 +267,9 @@ class OmniRealtime(AsyncClient):
         }
         if instructions is not None:
             self.config["instructions"] = instructions
+        problem = realtime_session_problem(self.config)
+        if problem is not None:
+            raise problem.error(_option_name(problem.param))
         #: Every client and server event of the session, timestamped.
         self.timeline = Timeline()
         #: Server settings from the latest session.created / session.updated.
@@ -673,7 +677,11 @@ class OmniRealtime(AsyncClient):
         return True
 
     async def update_session(self, **changes: Any) -> None:
-        """Change session settings (voice, modalities, turn_detection, instructions, …)."""
+        """Change session settings (voice, modalities, turn_detection, instructions, …); a value
+        out of its documented range is a ConfigError and nothing is sent."""
+        problem = realtime_session_problem(changes)
+        if problem is not None:
+            raise problem.error(problem.param.removeprefix("session.") + "=")
         self.config.update(changes)
         await self._send(SessionUpdate(session=changes))
 
@@ -873,3 +881,12 @@ def _stream_event(event: Event) -> ev.StreamEvent:
     if isinstance(event, InputTranscriptionCompleted):
         return ev.Heard(event.transcript, final=True)
     return ev.RawEvent(event.type, event)
+
+
+def _option_name(param: str) -> str:
+    """The constructor option a session parameter comes from (``vad={'threshold': …}`` for
+    ``session.turn_detection.threshold``)."""
+    name = param.removeprefix("session.")
+    if name.startswith("turn_detection."):
+        return f"vad={{'{name.removeprefix('turn_detection.')}': …}}"
+    return f"{name}="

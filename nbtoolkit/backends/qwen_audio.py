@@ -52,6 +52,7 @@ from nbtoolkit.protocols.conversation import (
     output_text,
 )
 from nbtoolkit.protocols.errors import error_for
+from nbtoolkit.protocols.params import GENERATION_OPTIONS, conversation_parameters_problem
 from nbtoolkit.results import Reply, Usage
 from nbtoolkit.retry import RetryPolicy, parse_retry_after, retrying
 
@@ -67,10 +68,16 @@ T = TypeVar("T")
 class QwenAudio(Client):
     """A Qwen-Audio client. ``endpoints=None`` means ``nbtoolkit.connect(quiet=True)``.
 
+    ``ask`` passes generation parameters through as options (``temperature``, ``top_p``, ``top_k``,
+    ``seed``, ``max_tokens``, ``repetition_penalty``, ``presence_penalty``, ``stop``,
+    ``enable_search``), each checked against its documented range before anything is sent.
+
     ``on_too_long``: audio over 30 s (or a file over 10 MB) is trimmed to its first 30 s with a
     warning (``"trim"``, what the service does anyway) or refused with an :class:`AudioError`
     (``"refuse"``). ``timeout`` bounds each wait for the server in seconds.
     """
+
+    options = GENERATION_OPTIONS
 
     def __init__(
         self,
@@ -98,13 +105,22 @@ class QwenAudio(Client):
         """A conversation that keeps its history (``system`` is an optional system prompt)."""
         return Chat(self, system)
 
-    def _answer(self, question: Question, options: Mapping[str, Any], emit: Emit | None) -> Reply:
-        return self._reply_to([self._user_message(question)], emit)
+    def _question(self, audio: Any, text: Any, images: Any, options: Mapping[str, Any]) -> Question:
+        question = super()._question(audio, text, images, options)
+        problem = conversation_parameters_problem(options)
+        if problem is not None:
+            raise problem.error(problem.param.removeprefix("parameters.") + "=")
+        return question
 
-    def _reply_to(self, messages: list[dict[str, Any]], emit: Emit | None) -> Reply:
+    def _answer(self, question: Question, options: Mapping[str, Any], emit: Emit | None) -> Reply:
+        return self._reply_to([self._user_message(question)], options, emit)
+
+    def _reply_to(
+        self, messages: list[dict[str, Any]], options: Mapping[str, Any], emit: Emit | None
+    ) -> Reply:
         if emit is None:
-            return self._complete(messages)
-        for delta in self._stream(messages):
+            return self._complete(messages, options)
+        for delta in self._stream(messages, options):
             emit(TextDelta(delta))
         assert self.last_reply is not None  # set by _stream once the answer is complete
         return self.last_reply
@@ -215,10 +231,17 @@ class QwenAudio(Client):
         a Retry-After beyond the policy's cap is raised at once (see :mod:`nbtoolkit.retry`)."""
         return retrying(attempt, self.retry, retryable=self._retryable)
 
-    def _call(self, messages: list[dict[str, Any]], *, stream: bool) -> Any:
+    def _call(
+        self, messages: list[dict[str, Any]], options: Mapping[str, Any], *, stream: bool
+    ) -> Any:
         try:
             return _sdk.conversation_call(
-                self.endpoints, self.model, messages, stream=stream, timeout=self.timeout
+                self.endpoints,
+                self.model,
+                messages,
+                stream=stream,
+                timeout=self.timeout,
+                parameters=options,
             )
         except Exception as exc:
             err = self._translate(exc, started=False)
@@ -243,11 +266,11 @@ class QwenAudio(Client):
         self.last_reply = reply
         return reply
 
-    def _complete(self, messages: list[dict[str, Any]]) -> Reply:
+    def _complete(self, messages: list[dict[str, Any]], options: Mapping[str, Any]) -> Reply:
         started = time.monotonic()
 
         def attempt() -> Any:
-            resp = self._call(messages, stream=False)
+            resp = self._call(messages, options, stream=False)
             if resp.status_code != 200:
                 raise self._error(resp)
             return resp
@@ -255,11 +278,11 @@ class QwenAudio(Client):
         resp = self._retrying(attempt)
         return self._finish(output_text(resp.output), resp, started, None, resp)
 
-    def _stream(self, messages: list[dict[str, Any]]) -> Iterator[str]:
+    def _stream(self, messages: list[dict[str, Any]], options: Mapping[str, Any]) -> Iterator[str]:
         started = time.monotonic()
 
         def open_stream() -> tuple[Any, Iterator[Any]]:
-            chunks = self._call(messages, stream=True)
+            chunks = self._call(messages, options, stream=True)
             try:
                 head = next(chunks)
             except StopIteration:
@@ -343,7 +366,7 @@ class Chat:
         """Ask within the conversation; the question and answer join the history on success."""
         question = self.client._question(audio, text, images, options)
         user = self.client._user_message(question)
-        reply = self.client._complete([*self.messages, user])
+        reply = self.client._complete([*self.messages, user], options)
         message = reply.raw.output.choices[0].message
         content = [dict(item) for item in message.content]
         self.messages += [user, {"role": message.role or "assistant", "content": content}]

@@ -334,6 +334,11 @@ _GENERATION: dict[str, Check] = {
 }
 
 
+#: The generation parameters a client may pass through (``QwenAudio.ask(..., temperature=0.2)``); the
+#: response's shape (``result_format``, ``incremental_output``) is the client's own business.
+GENERATION_OPTIONS = frozenset({*_SAMPLING, "enable_search", "stop"})
+
+
 def _stop(value: Any) -> str | None:
     ok = isinstance(value, str) or (
         isinstance(value, list) and all(isinstance(s, (str, int)) for s in value)
