@@ -7,8 +7,10 @@ on the notebook's own loop (a background reader task; cells return at once), yie
 (``async for event in rt``), lets a slow consumer slow the socket (a bounded queue), and every wait is
 cancellable and bounded.
 
-The protocol (frames, ids, folding events into a turn) is :mod:`nbtoolkit.protocols.realtime`; this
-module is the transport: connect + keepalive, send helpers, barge-in, reconnect and the ledger.
+The protocol (typed frames both ways, the parser) is :mod:`nbtoolkit.protocols.realtime`, folding
+events into a reply :mod:`nbtoolkit.protocols.realtime_turn`; this module is the transport: connect +
+keepalive, send helpers, barge-in, reconnect and the ledger, under the one call shape of
+:mod:`nbtoolkit.backends._base`.
 
 Reconnecting (opt-in, ``reconnect=ReconnectPolicy()``) opens a *new* session: the server keeps
 nothing, so the client re-sends its session settings, never re-sends or re-commits audio, and reports
