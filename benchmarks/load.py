@@ -256,7 +256,7 @@ def serve(token: str) -> tuple[subprocess.Popen[str], str]:
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,  # a server that fails to start says why
         text=True,
     )
     lines: list[str] = []
