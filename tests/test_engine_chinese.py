@@ -189,6 +189,9 @@ def test_real_english_recordings_are_never_taken_for_unclear_speech(
         if i % 3 == 0:  # through the whole voice-chat path too (a sample: each takes seconds)
             reply = engine.respond(audio=clip)
             assert reply.kind != "unrecognised" and reply.heard, (name, reply)
+            # as realtime and Dialog ask: with the transcript they made of the clip
+            again = engine.respond(reply.heard, audio=clip, spoken=True)
+            assert again.kind != "unrecognised", (name, again)
 
 
 def test_a_spoken_chinese_question_gets_an_honest_answer_in_the_sessions_language(

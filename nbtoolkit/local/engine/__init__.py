@@ -35,8 +35,8 @@ class Engine:
 
     def __init__(self, asr: Mode = "auto", *, grammar: str | None = None) -> None:
         self.recognizer = Recognizer(asr, grammar=grammar)
-        # pocketsphinx's open search whatever tier writes the words: the responder's test of
-        # whether speech was English at all, made when first needed (only the Whisper tier needs it)
+        # pocketsphinx's open search when Whisper wrote the words: the responder's test of whether
+        # speech was English at all, made when first needed
         self._english_check: Recognizer | None = None
         self.tts = Tts()
         self.responder = Responder(self._recognize_clip, self._check_clip)

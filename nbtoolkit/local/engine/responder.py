@@ -607,8 +607,8 @@ class Responder:
     ``recognize(clip)`` does the ASR: it returns a result with ``text``, ``source`` and
     ``open_score`` (:class:`~nbtoolkit.local.engine.asr.AsrResult`). ``check(clip)`` is
     pocketsphinx's open-vocabulary result for the clip, used only when the words came from a
-    recogniser that reports no pocketsphinx score (the Whisper tier) and an answer depends on
-    whether the speech was English at all (see :meth:`unclear_speech`).
+    recogniser that reports no pocketsphinx score (Whisper) and an answer depends on whether the
+    speech was English at all (see :meth:`unclear_speech`).
     """
 
     def __init__(
@@ -676,13 +676,16 @@ class Responder:
     # ------------------------------------------------------------------ rules
     def unclear_speech(self, clip: Any, heard: Any = None) -> bool:
         """True when ``clip`` holds speech the English recogniser cannot make out (``heard``: its
-        recognition, when the caller has it). Words from the grammar, or none, are never unclear.
+        recognition, when the caller has it; a caller's bare transcript is not enough, so voice
+        chat that transcribed the clip itself has it recognised again, only for an answer that
+        depends on it). Words from the grammar, or none, are never unclear.
 
-        Words from pocketsphinx's open search: :func:`is_unclear` of their score. Words from
-        another recogniser (Whisper): unclear when pocketsphinx's score of the clip is, *and* its
-        words agree with the recogniser's on fewer than :data:`AGREE_MIN` of them — two
-        independent English recognisers that hear the same words heard English (Whisper even
-        "translates" some Mandarin into fluent English, which pocketsphinx does not echo).
+        Words from pocketsphinx's open search (which the Whisper tier also falls back to for speech
+        it takes for another language): :func:`is_unclear` of their score. Words from Whisper:
+        unclear when pocketsphinx's score of the clip is, *and* its words agree with Whisper's on
+        fewer than :data:`AGREE_MIN` of them — two independent English recognisers that hear the
+        same words heard English (Whisper even "translates" some Mandarin into fluent English,
+        which pocketsphinx does not echo).
         """
         if heard is None:
             heard = self._recognize(clip)
@@ -692,7 +695,7 @@ class Responder:
             return is_unclear(heard.open_score)
         if self._check is None:
             return False
-        check = self._check(clip)
+        check = self._check(clip)  # one pocketsphinx decode, only when an answer depends on it
         return is_unclear(check.open_score) and agreement(heard.text, check.text) < AGREE_MIN
 
     def _hear(self, clip: Any, strict: bool) -> str:
