@@ -18,14 +18,20 @@ from nbtoolkit.widgets import Player
 
 class PlayingView:
     """Stands in for player.js on ``player``: audio sent to it reaches it ``lag`` seconds later
-    and plays back to back in real time (after the player's lead-in); ``playing``/``buffered_ms``
-    report that another ``lag`` later (the browser's reports: prompt, or late on a busy machine)."""
+    and plays back to back in real time (after the player's lead-in); like the browser it reports
+    ``playing``/``buffered_ms`` ten times a second while it plays and once more when it stops,
+    each report applied another ``lag`` later (prompt, or late on a busy machine). With
+    ``stalled`` the kernel applies its first report only, as a kernel busy with queued cells
+    (Run All) may."""
 
-    def __init__(self, player: Player, lag: float) -> None:
+    def __init__(self, player: Player, lag: float, stalled: bool) -> None:
         self.player = player
         self.lag = lag
+        self.stalled = stalled
+        self.applied = 0
         self.loop = asyncio.get_running_loop()
         self.ends = 0.0  # on the loop's clock
+        self.reporting = False
         player.send = self.receive  # type: ignore[method-assign]
         player._on_custom_msg(player, {"type": "ready", "rate": 48000}, [])
 
@@ -37,27 +43,42 @@ class PlayingView:
         if content["type"] == "pcm":
             seconds = len(buffers[0]) / 2 / content["rate"] if buffers else 0.0
             self.ends = max(self.ends, now + self.player.prebuffer_ms / 1000) + seconds
-            self.loop.call_at(self.ends + self.lag, self.report)
         elif content["type"] == "flush":
             self.ends = now
-        self.loop.call_later(self.lag, self.report)
+        if not self.reporting:
+            self.reporting = True
+            self.report()
 
     def report(self) -> None:
         left = max(0.0, self.ends - self.loop.time())
-        self.player.buffered_ms = left * 1000
+        self.loop.call_later(self.lag, self.apply, left)
+        if left > 0:
+            self.loop.call_later(min(0.1, left), self.report)
+        else:
+            self.reporting = False
+
+    def apply(self, left: float) -> None:
+        self.applied += 1
+        if self.stalled and self.applied > 1:
+            return
+        self.player.buffered_ms = round(left * 1000)
         self.player.playing = left > 0
 
 
-@pytest.mark.parametrize("lag", [0.0, 0.2], ids=["prompt_reports", "late_reports"])
+@pytest.mark.parametrize(
+    ("lag", "stalled"),
+    [(0.0, False), (0.2, False), (0.0, True)],
+    ids=["prompt_reports", "late_reports", "stalled_reports"],
+)
 def test_a_question_asked_after_wait_turns_is_not_a_barge_in_on_the_answer_still_playing(
-    server: Any, engine: Any, lag: float
+    server: Any, engine: Any, lag: float, stalled: bool
 ) -> None:
     speech = Clip.from_array(engine.synthesize("one plus one equals what", rate=16000), 16000)
     question = Clip.silence(0.3, 16000) + speech + Clip.silence(1.5, 16000)
 
     async def main() -> VoiceChat:
         chat = VoiceChat(OmniRealtime(server.endpoints, ledger=Ledger()), source=question)
-        PlayingView(chat.player, lag)
+        PlayingView(chat.player, lag, stalled)
         chat.start()
         try:
             # the offline engine streams its answer in far less time than it takes to play

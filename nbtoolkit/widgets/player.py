@@ -12,6 +12,7 @@ on ``played_clip``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -29,6 +30,10 @@ __all__ = ["MAX_MESSAGE_BYTES", "Player"]
 _HERE = Path(__file__).parent
 #: The largest audio payload of one message to the browser.
 MAX_MESSAGE_BYTES = 256 * 1024
+#: How long a report of the view counts (s): it reports ten times a second while audio plays.
+REPORT_FRESH_S = 0.5
+#: The traits the view reports.
+_REPORTED = ("buffered_ms", "position_ms", "playing")
 
 _CSS = """
 .nbtk-player { display: flex; align-items: center; gap: 10px; font-size: 13px; padding: 2px 0;
@@ -81,6 +86,8 @@ class Player(anywidget.AnyWidget):
         self._flushes = 0
         self._fed: list[Clip] = []
         self._played_out_at = 0.0  # see played_out_at
+        self._reported_at = 0.0  # when a report of the view was last applied (monotonic)
+        self.observe(self._on_report, names=list(_REPORTED))
         self.on_msg(self._on_custom_msg)
 
     # ----------------------------------------------------------------- public API
@@ -111,32 +118,37 @@ class Player(anywidget.AnyWidget):
 
     @property
     def audible(self) -> bool:
-        """True while the browser plays or holds audio, as the view last reported or as
-        :attr:`played_out_at` says (a report lags up to ~100 ms behind). Never without a view."""
-        return self.playing or self.buffered_ms > 0 or time.monotonic() < self._played_out_at
+        """True while the browser plays or holds audio: until :attr:`played_out_at`, or while the
+        view's reports say so and keep coming. A report older than :data:`REPORT_FRESH_S` does not
+        count: while audio plays the view reports ten times a second, and a kernel busy running
+        cells (Run All) may apply none of them for seconds, so the last one applied can be stale.
+        Never without a view."""
+        return time.monotonic() < self._audible_until()
+
+    def _audible_until(self) -> float:
+        reported = self.playing or self.buffered_ms > 0
+        return max(self._played_out_at, self._reported_at + REPORT_FRESH_S if reported else 0.0)
 
     async def played_out(self, slack: float = 2.0) -> None:
-        """Return once the audio sent so far has played out in the browser: at
-        :attr:`played_out_at`, and then once the view reports silence, which comes a little later
-        (the audio reached the browser after it left the kernel, and reports lag). That last wait
-        is bounded by ``slack`` seconds: a closed page reports nothing. At once without a view."""
-        await asyncio.sleep(max(0.0, self._played_out_at - time.monotonic()))
+        """Return once the audio sent so far has played out in the browser (:attr:`audible` is
+        False), at most ``slack`` seconds after :attr:`played_out_at`. At once without a view."""
         loop = asyncio.get_running_loop()
-        silent = asyncio.Event()
+        reported = asyncio.Event()
 
-        def check(_change: Any = None) -> None:
+        def on_report(_change: Any = None) -> None:
             # the view's reports may be applied on another thread (a kernel subshell)
-            if not (self.playing or self.buffered_ms > 0):
-                loop.call_soon_threadsafe(silent.set)
+            loop.call_soon_threadsafe(reported.set)
 
-        self.observe(check, names=["playing", "buffered_ms"])
+        deadline = max(self._played_out_at, time.monotonic()) + slack
+        self.observe(on_report, names=list(_REPORTED))
         try:
-            check()
-            await asyncio.wait_for(silent.wait(), slack)
-        except (TimeoutError, asyncio.TimeoutError):
-            pass  # the view is gone or muted: nothing more will play
+            # until the schedule ends and the reports stop saying "playing" (or go stale)
+            while (left := min(self._audible_until(), deadline) - time.monotonic()) > 0:
+                reported.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(reported.wait(), left)
         finally:
-            self.unobserve(check, names=["playing", "buffered_ms"])
+            self.unobserve(on_report, names=list(_REPORTED))
 
     @property
     def fed_ms(self) -> float:
@@ -196,6 +208,9 @@ class Player(anywidget.AnyWidget):
             seconds = sum(len(b) for b in buffers) / 2 / content["rate"]
             self._played_out_at = max(self._played_out_at, lead) + seconds
         self.send(content, buffers)
+
+    def _on_report(self, _change: Any) -> None:
+        self._reported_at = time.monotonic()
 
     def _queue(self, content: dict[str, Any], buffers: list[bytes]) -> None:
         if content["type"] == "flush":
