@@ -43,14 +43,17 @@ class Secret:
 
     __slots__ = ("__value", "__weakref__")
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str, *, min_length: int = MIN_KEY_LENGTH) -> None:
+        """``min_length`` is for keys of other services (an audio-modalities server of someone
+        else's may take any key, e.g. "any-api-key"); DashScope keys and our tokens keep the
+        default."""
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(
                 "An API key must be a non-empty string",
                 "set DASHSCOPE_API_KEY or pass api_key='sk-…'",
             )
         value = value.strip()
-        if len(value) < MIN_KEY_LENGTH:
+        if len(value) < min_length:
             # the message never shows the value, not even in part
             raise ConfigError(
                 f"An API key or token of {len(value)} characters is too short to be real "

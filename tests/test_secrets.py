@@ -400,3 +400,14 @@ def test_a_local_server_refuses_a_token_too_short_to_be_a_key() -> None:
     with pytest.raises(ConfigError) as info:
         start(token="short-token")
     assert "short-token" not in str(info.value) and "16" in str(info.value)
+
+
+def test_another_servers_short_key_is_taken_by_the_audio_modalities_client_and_masked() -> None:
+    from nbtoolkit import AudioModalitiesClient
+
+    client = AudioModalitiesClient(
+        "http://127.0.0.1:9/audio/chat/completions", api_key="any-api-key"
+    )
+    assert "any-api-key" not in repr(client)
+    with pytest.raises(ConfigError):
+        Secret("any-api-key")  # a DashScope key or our token that short is still refused

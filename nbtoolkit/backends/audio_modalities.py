@@ -119,14 +119,14 @@ class AudioModalitiesClient(Client):
                 f"No key for {url}",
                 "pass api_key= (for a serve_audio_modalities server: its .token)",
             )
+        # another server's key is its own business: Agora's sample takes any key ("any-api-key")
+        key = api_key if isinstance(api_key, Secret) else Secret(api_key, min_length=1)
         if endpoints is None:
             # a server of the format, not DashScope: endpoints of its own, with its key
-            endpoints = local_endpoints(
-                url, api_key if isinstance(api_key, Secret) else Secret(api_key)
-            )
+            endpoints = local_endpoints(url, key)
         super().__init__(endpoints, model=model, ledger=ledger, retry=retry, timeout=timeout)
         self.url = url
-        self._key = api_key if isinstance(api_key, Secret) else Secret(api_key)
+        self._key = key
         self.sample_rate = sample_rate
         self.chunk_ms = chunk_ms
         self.voice = voice
