@@ -3,9 +3,9 @@
     python tests/browser/soak.py [--runs N] [pytest args, e.g. -k 09]
 
 Each run is its own pytest process (``tests/browser/test_notebooks_run_all.py``, one Jupyter server
-per frontend, one browser); outcomes come from its JUnit XML. Failing runs keep their screenshots
-and outputs under ``tests/artifacts/run_all/`` (the last failure of each notebook wins). Exits 1
-if any run of any notebook failed.
+per frontend, one browser); outcomes come from its JUnit XML, and the table so far is printed after
+every run. Failing runs keep their screenshots and outputs under ``tests/artifacts/run_all/`` (the
+last failure of each notebook wins). Exits 1 if any run of any notebook failed.
 """
 
 from __future__ import annotations
@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             for key, passed in outcomes(junit).items():
                 passes[key].append(passed)
-    print(f"\nRun All in headless Chromium, {args.runs} run(s): passes per notebook × frontend")
-    print(table(passes, args.runs))
+            # the table so far after every run: a long soak can be stopped with what it found
+            print(f"\nRun All in headless Chromium, {run} run(s): passes per notebook × frontend")
+            print(table(passes, run), flush=True)
     return 0 if all(all(p) and len(p) == args.runs for p in passes.values()) else 1
 
 
