@@ -343,6 +343,9 @@ async def _run_until_gone(
             body_read.set()
         return message
 
+    # what it wraps, for those who must reach the server's transport (faults.abort_connection)
+    watched_receive.__wrapped__ = receive  # type: ignore[attr-defined]
+
     async def serve() -> None:
         await app(scope, watched_receive, send)
 

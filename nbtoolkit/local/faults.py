@@ -56,10 +56,13 @@ class Faults:
 def abort_connection(ws: Any) -> bool:
     """Cut a WebSocket's TCP connection with no close frame, as a crashed server or a lost network does.
 
-    ASGI hides the transport; ``ws._receive`` is a bound method of uvicorn's protocol object, which holds
-    it. Returns False when the transport cannot be reached (the caller then closes with 1011).
+    ASGI hides the transport; ``ws._receive`` is (a wrapper, with ``__wrapped__``, of) a bound method
+    of uvicorn's protocol object, which holds it. Returns False when the transport cannot be reached (the caller then closes with 1011).
     """
-    protocol = getattr(getattr(ws, "_receive", None), "__self__", None)
+    receive: Any = getattr(ws, "_receive", None)
+    while hasattr(receive, "__wrapped__"):  # middleware (admission) wraps uvicorn's receive
+        receive = receive.__wrapped__
+    protocol = getattr(receive, "__self__", None)
     transport = getattr(protocol, "transport", None)
     if transport is None:
         return False
