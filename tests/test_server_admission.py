@@ -207,11 +207,6 @@ def converse(ws: Any, question: Clip) -> tuple[str, str]:
             return heard, said
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backends/omni.py passes only the 429's status and Retry-After to error_for, not the "
-    "body's code and message that name the limit",
-)
 def test_omni_client_error_names_the_limit(one_seat: LocalServer) -> None:
     async def main() -> RateLimited:
         with pytest.raises(RateLimited) as refused:

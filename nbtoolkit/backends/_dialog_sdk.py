@@ -27,7 +27,7 @@ from nbtoolkit.errors import (
     ProtocolError,
 )
 from nbtoolkit.protocols.dialog import MAX_IMAGE_BYTES
-from nbtoolkit.protocols.errors import error_class, error_for, error_for_close
+from nbtoolkit.protocols.errors import error_class, error_for, error_for_close, parse_error_body
 from nbtoolkit.results import Reply
 from nbtoolkit.retry import parse_retry_after
 
@@ -276,10 +276,11 @@ def error_from(error: Any, partial: Reply | None, *, local: bool = False) -> Bac
     status = getattr(error, "status_code", None)
     if isinstance(status, int) and error_class(status) is not ProtocolError:
         headers = getattr(error, "resp_headers", None) or {}
+        message, code = parse_error_body(getattr(error, "resp_body", None))
         return error_for(
             status,
-            None,
-            None,
+            code,
+            message,
             where="The dialog server",
             retry_after=parse_retry_after(headers.get("retry-after")),
             partial=partial,

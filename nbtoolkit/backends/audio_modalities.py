@@ -36,7 +36,7 @@ from nbtoolkit.protocols.audio_modalities import (
     build_request,
     user_message,
 )
-from nbtoolkit.protocols.errors import error_for
+from nbtoolkit.protocols.errors import error_for, parse_error_body
 from nbtoolkit.protocols.sse import SSEDecoder
 from nbtoolkit.results import Reply, Usage
 from nbtoolkit.retry import RetryPolicy, parse_retry_after, retrying
@@ -306,20 +306,8 @@ class AudioModalitiesClient(Client):
 
 def _error_message(response: httpx.Response) -> tuple[str, str | None]:
     """(message, code) from a DashScope, OpenAI or FastAPI error body."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200] or response.reason_phrase, None
-    if isinstance(body, dict):
-        inner: dict[str, Any] = body
-        for key in ("error", "detail"):  # OpenAI nests under "error", FastAPI under "detail"
-            if isinstance(body.get(key), dict):
-                inner = body[key]
-                break
-        message = inner.get("message") or body.get("detail") or response.reason_phrase
-        code = inner.get("code") or inner.get("type")
-        return str(message), str(code) if code else None
-    return str(body)[:200], None
+    message, code = parse_error_body(response.content)
+    return message or response.reason_phrase, code
 
 
 def _http_error(response: httpx.Response, url: str, *, local: bool) -> BackendError:

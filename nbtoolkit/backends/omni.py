@@ -51,7 +51,7 @@ from nbtoolkit.errors import (
     ProtocolError,
 )
 from nbtoolkit.ledger import Ledger
-from nbtoolkit.protocols.errors import error_for
+from nbtoolkit.protocols.errors import error_for, parse_error_body
 from nbtoolkit.protocols.params import realtime_session_problem
 from nbtoolkit.protocols.realtime import (
     DEFAULT_TURN_DETECTION,
@@ -368,10 +368,11 @@ class OmniRealtime(AsyncClient):
                 proxy=None if urlparse(url).hostname in LOOPBACK_HOSTS else True,
             )
         except InvalidStatus as exc:
+            message, code = parse_error_body(bytes(exc.response.body))
             raise error_for(
                 exc.response.status_code,
-                None,
-                None,
+                code,
+                message,
                 where=f"{where[0].upper()}{where[1:]} (opening the realtime connection)",
                 retry_after=parse_retry_after(exc.response.headers.get("Retry-After")),
                 local=self.endpoints.local,

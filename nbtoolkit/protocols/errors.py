@@ -22,6 +22,7 @@ written out in ``docs/errors.md``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -332,3 +333,28 @@ def error_for_close(
         status=code,
         partial=partial,
     )
+
+
+def parse_error_body(body: bytes | str | None) -> tuple[str | None, str | None]:
+    """``(message, code)`` of an error response's body: DashScope's ``{code, message}``, OpenAI's
+    ``{error: {message, type|code}}`` or FastAPI's ``{detail}``; a body that is not JSON gives its
+    first 200 characters as the message."""
+    if not body:
+        return None, None
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text[:200], None
+    if not isinstance(doc, dict):
+        return str(doc)[:200], None
+    inner: dict[str, Any] = doc
+    for key in ("error", "detail"):  # OpenAI nests under "error", FastAPI under "detail"
+        if isinstance(doc.get(key), dict):
+            inner = doc[key]
+            break
+    message = inner.get("message") or (
+        doc.get("detail") if isinstance(doc.get("detail"), str) else None
+    )
+    code = inner.get("code") or inner.get("type")
+    return (str(message) if message else None), (str(code) if code else None)
