@@ -178,7 +178,7 @@ def test_a_silent_question_is_refused_at_once_saying_no_speech_was_heard(
 def test_a_question_over_the_length_limit_is_refused_before_sending(server: Any, name: str) -> None:
     with (
         CLIENTS[name](server) as client,
-        pytest.raises(AudioError, match=r"ask\(\) sends at most 120 s"),
+        pytest.raises(AudioError, match=r"ask\(\) sends at most 60 s"),
     ):
         client.ask(Clip.silence(360.0))
 

@@ -76,7 +76,7 @@ from nbtoolkit.events import (
 )
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.protocols.dialog import INPUT_RATE, MODES, DialogTurnCollector
-from nbtoolkit.protocols.params import dialog_start_problem
+from nbtoolkit.protocols.params import MAX_UTTERANCE_SECONDS, dialog_start_problem
 from nbtoolkit.protocols.tokens import audio_tokens, text_tokens
 from nbtoolkit.results import Reply, Timeline, Usage
 from nbtoolkit.retry import RetryPolicy, retrying
@@ -89,10 +89,6 @@ log = logging.getLogger("nbtoolkit.dialog")
 FRAME_INTERVAL = 0.5
 #: Silence sent after the speech in tap2talk/duplex, at most, for the server's VAD to end the turn.
 MAX_TRAILING_SILENCE = 3.0
-#: The longest question ``ask`` sends. The service documents no limit for one utterance; this is the
-#: toolkit's: ``ask`` is for a question, and a longer recording belongs in a live session
-#: (:meth:`Dialog.live`), where the server's VAD splits it into turns.
-MAX_QUESTION_SECONDS = 120.0
 #: The question asked with images when none is given.
 DEFAULT_IMAGE_QUESTION = "What is in front of me?"
 
@@ -480,11 +476,11 @@ class Dialog(Client):
     def _say(self, clip: Any, pace: bool, emit: Emit | None) -> Reply:
         """Speak ``clip`` (a Clip, path or encoded bytes) and return the answer."""
         audio = Clip.load(clip).resample(INPUT_RATE)
-        if audio.duration > MAX_QUESTION_SECONDS:
+        if audio.duration > MAX_UTTERANCE_SECONDS:
             raise AudioError(
                 f"The question is {audio.duration:.0f} s long; ask() sends at most "
-                f"{MAX_QUESTION_SECONDS:.0f} s",
-                "cut it (clip[:60]) or stream a long recording in a live session (d.live())",
+                f"{MAX_UTTERANCE_SECONDS:.0f} s",
+                "cut it (clip[:30]) or stream a long recording in a live session (d.live())",
             )
         if is_silent(audio):
             raise AudioError(

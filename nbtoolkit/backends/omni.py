@@ -52,7 +52,7 @@ from nbtoolkit.errors import (
 )
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.protocols.errors import error_for, parse_error_body
-from nbtoolkit.protocols.params import realtime_session_problem
+from nbtoolkit.protocols.params import MAX_UTTERANCE_SECONDS, realtime_session_problem
 from nbtoolkit.protocols.realtime import (
     DEFAULT_TURN_DETECTION,
     INPUT_RATE,
@@ -100,10 +100,6 @@ MAX_MESSAGE = 16 * 1024 * 1024
 CHUNK_MS = 100
 #: Send images at no more than 2 frames per second (docs/protocols.md, realtime images).
 MIN_IMAGE_INTERVAL = 0.5
-#: The longest question ``ask`` sends. The service documents no limit for one utterance; this is the
-#: toolkit's: ``ask`` is for a question, and a longer recording belongs in a live session
-#: (``send_audio`` as it comes), where the server's VAD splits it into turns.
-MAX_QUESTION_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -718,11 +714,11 @@ class OmniRealtime(AsyncClient):
             if isinstance(audio, (bytes, bytearray))
             else Clip.load(audio, INPUT_RATE)
         ).resample(INPUT_RATE)
-        if speech.duration > MAX_QUESTION_SECONDS:
+        if speech.duration > MAX_UTTERANCE_SECONDS:
             raise AudioError(
                 f"The question is {speech.duration:.0f} s long; ask() sends at most "
-                f"{MAX_QUESTION_SECONDS:.0f} s",
-                "cut it (clip[:60]) or stream a long recording in a live session "
+                f"{MAX_UTTERANCE_SECONDS:.0f} s",
+                "cut it (clip[:30]) or stream a long recording in a live session "
                 "(rt.send_audio as it comes)",
             )
         if is_silent(speech):

@@ -27,11 +27,10 @@ from nbtoolkit.errors import ProtocolError
 from nbtoolkit.local.routes.conversation import MAX_BODY as GENERATION_MAX_BODY
 from nbtoolkit.protocols.conversation import MAX_AUDIO_BYTES
 from nbtoolkit.protocols.conversation import PATH as GENERATION_PATH
+from nbtoolkit.protocols.params import MAX_UTTERANCE_SECONDS
 
 __all__ = ["MAX_UTTERANCE_SECONDS", "ROUTE_LIMITS", "BodyLimit", "check_utterance"]
 
-#: The longest utterance the server transcribes, in seconds (see the module docstring).
-MAX_UTTERANCE_SECONDS = 60.0
 
 #: Exact paths with their own cap: a 10 MB audio file as a base64 ``data:`` URI (generation), or as
 #: a multipart upload with its form fields (the SDK's ``file://`` upload flow).

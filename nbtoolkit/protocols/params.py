@@ -42,6 +42,11 @@ DIALOG_OUTPUT_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 REALTIME_INPUT_FORMATS = ("pcm16", "pcm")
 REALTIME_OUTPUT_FORMATS = ("pcm16", "pcm24", "pcm")
 _SEED_MAX = 2**31 - 1
+#: The longest utterance, in seconds: DashScope's sentence recogniser (Gummy, the realtime API's
+#: transcription model) takes "audio of at most one minute, otherwise it reports an error and
+#: disconnects" (https://help.aliyun.com/zh/model-studio/developer-reference/sentence-java-api).
+#: The local server refuses longer utterances; the clients' ``ask`` refuses longer questions.
+MAX_UTTERANCE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)

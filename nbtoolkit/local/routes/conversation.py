@@ -136,7 +136,7 @@ def _decode_inputs(req: GenerationRequest, uploads: Mapping[str, bytes]) -> _Inp
     """Media of the current user message, decoded (CPU-bound: run in a thread)."""
     from PIL import Image, UnidentifiedImageError
 
-    from nbtoolkit.local.engine.usage import image_tokens
+    from nbtoolkit.protocols.tokens import image_tokens
 
     current = req.current
     clip = None
@@ -194,7 +194,7 @@ def _turns(history: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 async def _answer(request: Request, req: GenerationRequest, inputs: _Inputs) -> tuple[str, Any]:
-    from nbtoolkit.local.engine.usage import audio_tokens, text_tokens
+    from nbtoolkit.protocols.tokens import audio_tokens, text_tokens
 
     engine = request.app.state.engine
     reply = await run_engine(

@@ -247,7 +247,7 @@ class _Connection:
         return self.session.on_spoken(action.round, usage)
 
     def _usage(self, answer: str, answer_seconds: float) -> dict[str, Any]:
-        from nbtoolkit.local.engine.usage import audio_tokens, image_tokens, text_tokens
+        from nbtoolkit.protocols.tokens import audio_tokens, image_tokens, text_tokens
 
         spoken_in = self.heard_seconds > 0
         return usage_payload(

@@ -331,7 +331,7 @@ class _Connection:
             said = upto
 
     def _usage(self, r: ResponseState) -> dict[str, Any]:
-        from nbtoolkit.local.engine.usage import audio_tokens, image_tokens, text_tokens
+        from nbtoolkit.protocols.tokens import audio_tokens, image_tokens, text_tokens
 
         inp = r.input
         in_text = text_tokens(r.instructions) if r.instructions else 0
