@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import text_deltas, timeout
 
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.backends.audio_modalities import AudioModalitiesClient
@@ -26,6 +25,7 @@ from nbtoolkit.connection import connect
 from nbtoolkit.errors import ProtocolError
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.results import Reply
+from tests.conftest import text_deltas, timeout
 
 T = TypeVar("T")
 CANARY = "sk-canary-0123456789abcdef0123"

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import text_deltas
 
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.backends.qwen_audio import QwenAudio
@@ -18,6 +17,7 @@ from nbtoolkit.errors import AudioError, AuthError, ConnectionLost, ProtocolErro
 from nbtoolkit.ledger import Ledger
 from nbtoolkit.local import Faults
 from nbtoolkit.retry import RetryPolicy
+from tests.conftest import text_deltas
 
 FAST_RETRY = RetryPolicy(max_retries=2, initial=0.01, maximum=0.05)
 S001_URL = "https://dashscope.oss-cn-beijing.aliyuncs.com/audios/welcome.mp3"
