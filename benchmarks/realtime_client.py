@@ -135,7 +135,7 @@ def sdk(url: str, timeout: float) -> tuple[int, float]:
     count = 0
 
     class Counter(OmniRealtimeCallback):
-        # the SDK hints `str` but passes the parsed dict (reference §4.5)
+        # the SDK hints `str` but passes the parsed dict (docs/protocols.md#realtime-sdk-client)
         def on_event(self, message: dict[str, Any]) -> None:  # type: ignore[override]
             nonlocal count
             kind = message["type"]

@@ -69,7 +69,7 @@ class Usage:
     ) -> Usage:
         """Parse a DashScope ``usage`` object; ``model`` and ``local`` come from the caller.
 
-        Two shapes arrive (reference/dashscope-protocols.md §2.6 and §4.3):
+        Two shapes arrive (docs/protocols.md#conversation-usage and #realtime-events):
 
         * HTTP (Qwen-Audio): ``{input_tokens, output_tokens, audio_tokens}``, sometimes
           ``image_tokens``. ``audio_tokens``/``image_tokens`` are *input* tokens reported beside

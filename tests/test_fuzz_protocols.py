@@ -1,6 +1,6 @@
 """Property tests of every parser and state machine in ``nbtoolkit.protocols`` (Hypothesis).
 
-Contract (websockets' fuzzing contract, reference §B4/§B5 case 27): whatever arrives, a parser
+Contract (as websockets' fuzzing harnesses hold theirs): whatever arrives, a parser
 returns typed values or raises one of the documented :mod:`nbtoolkit.errors` exceptions
 (``ProtocolError``; ``ServerError`` for an in-stream error frame). State machines never raise
 on client input at all: refusals become error events/frames, and their outputs always serialise.

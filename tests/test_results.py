@@ -17,7 +17,7 @@ from nbtoolkit.results import Reply, Timeline, Usage
 
 OMNI = "qwen-omni-turbo-realtime"
 
-# response.done usage of a realtime voice turn (reference/dashscope-protocols.md §4.3)
+# response.done usage of a realtime voice turn (docs/protocols.md#realtime-events)
 REALTIME_USAGE = {
     "total_tokens": 1000,
     "input_tokens": 600,

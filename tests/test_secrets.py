@@ -1,4 +1,4 @@
-"""A canary key must never surface (reference §B3, §B5 cases 34, 37, 38).
+"""A canary key must never surface.
 
 The canary is set as ``DASHSCOPE_API_KEY``, passed as ``api_key``, and used as the local server's
 token. Then it is looked for, whole and as a prefix or suffix (a "masked" key that shows its first or

@@ -1,4 +1,4 @@
-"""The local server's MultiModalDialog route, driven by the *unmodified* dashscope SDK as S000 does
+"""The local server's MultiModalDialog route, driven by the *unmodified* dashscope SDK as the dialog sample does
 (and by a raw WebSocket where the SDK hides what the server sent). Answers are checked by their
 words: the reply text, and the TTS audio recognised again by the engine."""
 
@@ -39,7 +39,7 @@ LONG_TEXT = (
 
 
 class Recorder(MultiModalCallback):
-    """S000's ChatCallback, recording every callback on a queue."""
+    """The dialog sample's ChatCallback, recording every callback on a queue."""
 
     def __init__(self) -> None:
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -115,7 +115,7 @@ class Recorder(MultiModalCallback):
 def sdk_dialog(
     server: Any, mode: str = "push2talk", *, video: bool = False, rate: int = 48000
 ) -> Iterator[tuple[MultiModalDialog, Recorder]]:
-    """S000's MultiModalConversation set-up with the local server's URL and token."""
+    """The dialog sample's MultiModalConversation set-up with the local server's URL and token."""
     cb = Recorder()
     params = RequestParameters(
         upstream=Upstream(
@@ -143,7 +143,7 @@ def sdk_dialog(
 
 @pytest.fixture(scope="module")
 def question_pcm(engine: Any, tmp_path_factory: Any) -> bytes:
-    """S000 reads its question from a PCM file: make one with the engine's TTS."""
+    """The dialog sample reads its question from a PCM file: make one with the engine's TTS."""
     path = tmp_path_factory.mktemp("dialog") / "question.pcm"
     path.write_bytes(Clip(engine.synthesize(QUESTION, rate=16000), 16000).to_pcm())
     return path.read_bytes()

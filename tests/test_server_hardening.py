@@ -1,4 +1,4 @@
-"""The local server's defences, over real sockets on 127.0.0.1 (reference §B5 cases 22, 36, 39).
+"""The local server's defences, over real sockets on 127.0.0.1.
 
 Loopback only; a bearer token on every route (HTTP 401 in DashScope's shape, WebSocket close 1008);
 browser Origins must be loopback pages (403 / 1008); a WebSocket message may be 16 MiB and one byte

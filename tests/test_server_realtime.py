@@ -1,5 +1,5 @@
 """The local server's Qwen-Omni realtime route, driven by real clients over real sockets:
-the unmodified dashscope SDK, the seed's own sample client (S003), and raw ``websockets``."""
+the unmodified dashscope SDK, the Omni realtime page's sample client, and raw ``websockets``."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def check_answer(engine: Any, events: list[dict[str, Any]]) -> None:
     assert usage["input_tokens_details"]["audio_tokens"] > 0
     assert usage["output_tokens_details"]["audio_tokens"] > 0
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
-    # ids link the response events together (reference §4.3)
+    # ids link the response events together (docs/protocols.md#realtime-events)
     rid = next(e for e in events if e["type"] == "response.created")["response"]["id"]
     assert {e["response_id"] for e in events if "response_id" in e} == {rid}
     assert kinds.index("response.created") < kinds.index("response.audio.delta")
@@ -204,7 +204,7 @@ def _seed_client(server: Any, mode: str, **callbacks: Any) -> Any:
 
 
 async def _seed_turn(server: Any, mode: str, pcm: bytes) -> tuple[list[str], str, bytes, int]:
-    """One turn with S003's OmniRealtimeClient; returns heard, output transcript, audio, interrupts."""
+    """One turn with the sample's OmniRealtimeClient; returns heard, output transcript, audio, interrupts."""
     heard: list[str] = []
     said: list[str] = []
     audio = bytearray()
@@ -212,7 +212,7 @@ async def _seed_turn(server: Any, mode: str, pcm: bytes) -> tuple[list[str], str
     done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
     def finished(event: dict[str, Any]) -> None:
-        # The seed's own "response.done" handler never fires (reference §4.5), but handlers for
+        # The sample's own "response.done" handler never fires (docs/protocols.md#realtime-sdk-client), but handlers for
         # events its if/elif chain does not consume do: output_item.done follows the last audio.
         if not done.done():
             done.set_result(event)
@@ -230,7 +230,7 @@ async def _seed_turn(server: Any, mode: str, pcm: bytes) -> tuple[list[str], str
     handler = asyncio.create_task(client.handle_messages())
     try:
         if mode == "MANUAL":
-            await client.stream_audio(pcm)  # the whole recording in one append, as S003 does
+            await client.stream_audio(pcm)  # the whole recording in one append, as the sample does
             await client.commit_audio_buffer()
             await client.create_response()
         else:

@@ -51,12 +51,12 @@ _DATA_URI = re.compile(r"data:[^,;]+(?:;[^,;]+)*;base64,")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _CONTAINER_MAGIC = (b"RIFF", b"ID3", b"\xff\xfb", b"\xff\xf3", b"OggS", b"fLaC", b"\x1aE\xdf\xa3")
 
-#: PCM16 rates of base64 audio by realtime event type and field (reference §4.4).
+#: PCM16 rates of base64 audio by realtime event type and field (docs/protocols.md#realtime-audio-formats).
 REALTIME_PCM = {
     ("input_audio_buffer.append", "audio"): 16000,
     ("response.audio.delta", "delta"): 24000,
 }
-#: S002's audio-modalities frames carry ``delta.audio.data`` as 16 kHz PCM16.
+#: Audio-modalities frames carry ``delta.audio.data`` as 16 kHz PCM16 (docs/protocols.md#audio-modalities).
 AUDIO_MODALITIES_RATE = 16000
 
 
@@ -98,7 +98,7 @@ class WsContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def learn(self, message: Any) -> None:
-        """Remember the dialog task id, and read the audio formats from ``Start`` (reference §3.2)."""
+        """Remember the dialog task id, and read the audio formats from ``Start`` (docs/protocols.md#dialog-messages)."""
         try:
             self.extra["task_id"] = message["header"]["task_id"]
             payload = message["payload"]

@@ -85,7 +85,7 @@ def refuse_unauthorised(request: Request) -> JSONResponse | None:
 def rewrite_upload_host(body: Any, new_host: str) -> str | None:
     """Point an upload policy's ``upload_host`` at ``new_host``; returns the old host (None if absent).
 
-    The SDK reads the certificate from ``data``, else ``output``, else the whole body (reference §2.5).
+    The SDK reads the certificate from ``data``, else ``output``, else the whole body (docs/protocols.md#file-uploads).
     """
     if not isinstance(body, dict):
         return None

@@ -12,8 +12,8 @@ Both halves live here so client and server cannot drift apart:
   its ``status_code``/``code``/``message`` onto :mod:`nbtoolkit.errors` (usage is read by
   :meth:`nbtoolkit.results.Usage.from_dashscope`).
 
-Usage shape (S001), the same reading as ``Usage.from_dashscope``: ``input_tokens`` counts the *text*
-input; ``audio_tokens`` (and ``image_tokens`` when images were sent) are reported beside it — S001's
+Usage shape (docs/protocols.md#conversation-usage), the same reading as ``Usage.from_dashscope``: ``input_tokens`` counts the *text*
+input; ``audio_tokens`` (and ``image_tokens`` when images were sent) are reported beside it — the page's
 sample has ``input_tokens`` 33 with ``audio_tokens`` 85, so audio cannot be part of the input count.
 """
 
@@ -56,9 +56,9 @@ __all__ = [
     "usage_dict",
 ]
 
-#: The endpoint every MultiModalConversation model uses (reference §2.2), below the ``/api/v1`` base.
+#: The endpoint every MultiModalConversation model uses (docs/protocols.md#conversation-endpoint), below the ``/api/v1`` base.
 PATH = "/services/aigc/multimodal-generation/generation"
-#: S001: audio files up to 10 MB; only the first 30 s are used.
+#: Audio files up to 10 MB; only the first 30 s are used (docs/protocols.md#conversation-input-limits).
 MAX_AUDIO_BYTES = 10 * 1024 * 1024
 MAX_AUDIO_SECONDS = 30.0
 MEDIA_KINDS = ("audio", "image", "video")
@@ -166,7 +166,7 @@ def _parse_message(raw: Any, index: int) -> Message:
             if key == "text" and isinstance(value, str):
                 texts.append(value)
             elif key in MEDIA_KINDS:
-                # a video may be a list of frame URIs (reference §2.4)
+                # a video may be a list of frame URIs (docs/protocols.md#conversation-endpoint)
                 values = value if isinstance(value, list) else [value]
                 for v in values:
                     if not isinstance(v, str) or not v:
@@ -239,7 +239,7 @@ def decode_data_uri(uri: str) -> tuple[str, bytes]:
 def usage_dict(
     *, input_text: int, output_text: int, input_audio: int = 0, input_image: int = 0
 ) -> dict[str, int]:
-    """The ``usage`` object as S001 shows it (``audio_tokens`` always; ``image_tokens`` when used)."""
+    """The ``usage`` object of the Qwen-Audio page: ``audio_tokens`` always, ``image_tokens`` if used."""
     usage = {"input_tokens": input_text, "output_tokens": output_text, "audio_tokens": input_audio}
     if input_image:
         usage["image_tokens"] = input_image

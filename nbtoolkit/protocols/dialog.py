@@ -1,6 +1,6 @@
 """MultiModalDialog WebSocket protocol (sans-I/O): envelopes, the server's session, the client's turn.
 
-Wire facts are in reference/dashscope-protocols.md §3 and §7.2. In short:
+Wire facts are in docs/protocols.md#dialog-messages. In short:
 
 * the client sends ``{"header": {action, task_id, …}, "payload": {…, "input": {"directive": …}}}``
   text frames and 16 kHz PCM16 binary frames; after ``Start`` the SDK sends ``null`` for ``model``,
@@ -58,7 +58,7 @@ __all__ = [
 
 STATES = ("Idle", "Listening", "Thinking", "Responding")
 MODES = ("push2talk", "tap2talk", "duplex")
-#: Images (VQA, video frames) must be smaller than this (S000:L251).
+#: Images (VQA, video frames) must be smaller than this (docs/protocols.md#dialog-images).
 MAX_IMAGE_BYTES = 180 * 1024
 INPUT_RATE = 16000
 

@@ -1,6 +1,6 @@
 """Server-sent events: encode frames and decode a byte stream incrementally (sans-I/O).
 
-DashScope's SDK parser is strict (reference §2.7, §7.5): a field is ``name:value`` with *no* space
+DashScope's SDK parser is strict (docs/protocols.md#sse-framing): a field is ``name:value`` with *no* space
 after the colon (``event: error`` is not recognised), and each ``data:`` line must hold one whole JSON
 document. :func:`encode` writes exactly that form; :class:`SSEDecoder` accepts both forms, as browsers do.
 """

@@ -1,7 +1,7 @@
 """Real-browser widget tests: an isolated JupyterLab on 127.0.0.1 and Debian's headless Chromium.
 
 Chromium's fake microphone plays a speech WAV made by the offline engine's TTS. Follows
-shared/reference/browser-and-notebook-testing.md (flags, JupyterLab settings, gotchas).
+the recipe in this file (Chromium flags, JupyterLab settings, the gotchas met so far).
 
 Fixtures: ``lab`` (session), ``browser`` (session; its microphone says :data:`PHRASE` in a loop),
 ``page`` and ``notebook`` (per test). A test that needs another microphone opens a Chromium of its

@@ -1,6 +1,6 @@
 # ruff: noqa
 # fmt: off
-# The OmniRealtimeClient sample from the Qwen-Omni realtime API page (seed S003,
+# The OmniRealtimeClient sample from the Qwen-Omni realtime API page (docs/protocols.md#sources,
 # omni_realtime_client.py), copied verbatim. Tests drive it against the local server.
 # -- coding: utf-8 --
 

@@ -5,7 +5,7 @@ full ``espeak-ng-data`` (141 voices, Mandarin included). eSpeak synthesises at 2
 is resampled with soxr to any rate.
 
 Voices: English uses ``en-us+edward`` (pocketsphinx recognises it far better than eSpeak's default
-voice: 39 % vs 75 % WER with the generic LM, see shared/reference/offline-speech-engine.md);
+voice: 39 % vs 75 % WER with the generic LM, see docs/protocols.md#espeak-voice-for-recognition);
 text containing CJK characters uses ``cmn`` (Mandarin). ``lang`` overrides the choice with any
 eSpeak voice name (``"de"``, ``"fr"``, ``"cmn"``…) or a short code (``"en"``, ``"zh"``).
 

@@ -9,7 +9,7 @@
 * ``speech_stopped`` — ``t_ms`` is where the speech **ends** in the stream: the end of the last
   speech frame minus :data:`HANGOVER_MS`. webrtcvad keeps calling frames speech for about 100 ms
   after the voice stops (measured: +85…+110 ms on clean speech, see
-  shared/reference/offline-speech-engine.md §3 and ``benchmarks/engine.py``), so this
+  docs/protocols.md#webrtcvad-measurements and ``benchmarks/engine.py``), so this
   compensation puts the reported end within a few tens of ms of the true end. The decision is
   made ``silence_duration_ms`` after that end (``decided_ms``), which is when the event is
   returned by :meth:`VadStream.feed`. ``audio`` is the utterance at the stream's own rate, from
@@ -22,7 +22,7 @@
 
 ``threshold`` (0…1, server_vad's knob: higher means less sensitive) maps to webrtcvad's
 aggressiveness ``min(3, int(threshold * 4))``: 0–0.24 → 0, 0.25–0.49 → 1, 0.5–0.74 → 2 (the
-default 0.5), 0.75–1 → 3. Modes 0 and 1 call steady noise speech (reference §3), so 0.5 or more is
+default 0.5), 0.75–1 → 3. Modes 0 and 1 call steady noise speech (docs/protocols.md#webrtcvad-measurements), so 0.5 or more is
 advised for anything but a quiet room.
 
 An energy floor (:data:`FLOOR_DBFS`, frame RMS) keeps digital silence and very low noise from ever

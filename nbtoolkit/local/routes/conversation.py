@@ -147,7 +147,8 @@ def _decode_inputs(req: GenerationRequest, uploads: Mapping[str, bytes]) -> _Inp
         except AudioError as err:
             raise invalid(f"The audio cannot be decoded: {err.problem}", err.fix or "") from None
         if clip.duration > MAX_AUDIO_SECONDS:
-            clip = clip[:MAX_AUDIO_SECONDS]  # S001: the model uses only the first 30 s
+            # the model uses only the first 30 s (docs/protocols.md#conversation-input-limits)
+            clip = clip[:MAX_AUDIO_SECONDS]
     images: list[bytes] = []
     tokens = 0
     for ref in current.refs("image") + current.refs("video"):

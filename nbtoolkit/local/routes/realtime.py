@@ -62,7 +62,7 @@ __all__ = ["router"]
 log = logging.getLogger("nbtoolkit.local.realtime")
 router = APIRouter()
 
-#: Audio delta length (S003 / reference §7.3: about 100 ms).
+#: Audio delta length (about 100 ms, docs/protocols.md#realtime-audio-formats).
 CHUNK_MS = 100
 #: How many frames a response may queue ahead of the writer (keeps barge-in prompt).
 _MAX_AHEAD = 4
@@ -76,7 +76,7 @@ _INBOX_BYTES = MAX_WS_MESSAGE
 
 @router.websocket("/api-ws/v1/realtime")
 async def realtime(ws: WebSocket, model: str = "qwen-omni-turbo-realtime") -> None:
-    """One realtime session per connection (reference §4, §7.3)."""
+    """One realtime session per connection (docs/protocols.md#realtime-events)."""
     if not await check_websocket(ws):
         return
     await _Connection(ws, model).run()

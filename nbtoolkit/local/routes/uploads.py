@@ -1,4 +1,4 @@
-"""The SDK's ``file://`` upload flow (reference §2.5), served locally.
+"""The SDK's ``file://`` upload flow (docs/protocols.md#file-uploads), served locally.
 
 1. ``GET /api/v1/uploads?action=getPolicy&model=…`` (bearer token required) returns an upload policy
    whose ``upload_host`` is this server's ``/oss`` and whose ``signature`` is an HMAC-SHA256 of the
