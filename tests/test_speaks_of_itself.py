@@ -75,3 +75,23 @@ def test_each_kind_of_outside_reference_is_caught(line: str) -> None:
 )
 def test_citations_of_our_own_docs_and_public_pages_pass(line: str) -> None:
     assert outside_references(line) == []
+
+
+def anchor(heading: str) -> str:
+    """The fragment GitHub gives a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_cited_section_of_docs_protocols_exists() -> None:
+    page = (REPO / "docs" / "protocols.md").read_text(encoding="utf-8")
+    sections = {anchor(line.lstrip("#")) for line in page.splitlines() if line.startswith("## ")}
+    cited = {
+        (str(path.relative_to(REPO)), found)
+        for path in [*scanned_files(), *sorted((REPO / "tests").rglob("*.py"))]
+        for found in re.findall(
+            r"docs/protocols\.md#([\w-]+)", path.read_text(encoding="utf-8", errors="replace")
+        )
+    }
+    assert cited, "nothing cites docs/protocols.md: is the pattern right?"
+    missing = sorted((name, section) for name, section in cited if section not in sections)
+    assert not missing, f"docs/protocols.md has no such section: {missing}"
