@@ -71,6 +71,14 @@ def test_ask_works_inside_a_running_event_loop_as_in_a_jupyter_cell(
 
     check(asyncio.run(cell()), heard=name in ("dialog", "omni"))
 
+    async def streaming_cell() -> list[Any]:
+        with CLIENTS[name](server) as client:
+            return list(client.stream(question))  # `for`, blocking, in a running loop
+
+    events = asyncio.run(streaming_cell())
+    assert events[-1].type == "done"
+    check(events[-1].reply, heard=name in ("dialog", "omni"))
+
 
 @pytest.mark.parametrize("name", list(CLIENTS))
 def test_stream_yields_typed_events_ending_with_the_reply_sync_and_async(

@@ -387,109 +387,93 @@ class EventStream:
         #: The whole answer, once the stream has ended with ``Done``.
         self.reply: Reply | None = None
 
-    def _start(self) -> None:
+    def _start(
+        self, put: Callable[[Any], None], *, reader_awaits: bool
+    ) -> asyncio.Task[None] | None:
+        """Start answering, every event (then the end, or the error) going to ``put``. A
+        sync-native client answers on a thread; an async one on its home loop: for a reader that
+        awaits (``async for``) as a task of the reader's loop (returned), for one that blocks
+        (``for``) on a thread that waits for it."""
         if self._started:
             raise ConfigError("This stream was already read", "call client.stream(...) again")
         self._started = True
-
-    def __iter__(self) -> Iterator[StreamEvent]:
-        self._start()
-        items: queue.Queue[Any] = queue.Queue()
         if self._run is not None:
             run = self._run
-
-            def work() -> None:
-                try:
-                    items.put(Done(run(items.put)))
-                except BaseException as exc:  # handed to the reader, who raises it
-                    items.put(exc)
-                items.put(_END)
-
-            threading.Thread(target=work, name="nbtoolkit-stream", daemon=True).start()
-        else:
-            assert self._run_async is not None and self._home is not None
-            run_async, home = self._run_async, self._home
-
-            async def work_async() -> None:
-                try:
-                    items.put(Done(await run_async(items.put)))
-                except BaseException as exc:  # handed to the reader, who raises it
-                    items.put(exc)
-                items.put(_END)
-
             threading.Thread(
-                target=home._sync,
-                args=(work_async, "stream"),
-                name="nbtoolkit-stream",
-                daemon=True,
+                target=_produce, args=(lambda: run(put), put), name="nbtoolkit-stream", daemon=True
             ).start()
-        yield from self._drain(lambda: items.get(timeout=self._bound))
+            return None
+        assert self._run_async is not None and self._home is not None
+        run_async, home = self._run_async, self._home
 
-    def _drain(self, get: Callable[[], Any]) -> Iterator[StreamEvent]:
+        async def produce() -> None:
+            try:
+                put(Done(await home._at_home(lambda: run_async(put))))
+            except BaseException as exc:  # handed to the reader, who raises it
+                put(exc)
+            put(_END)
+
+        if reader_awaits:
+            return asyncio.ensure_future(produce())
+        threading.Thread(
+            target=home._sync, args=(produce, "stream"), name="nbtoolkit-stream", daemon=True
+        ).start()
+        return None
+
+    def _take(self, item: Any) -> StreamEvent | None:
+        """The event ``item`` is (None at the end); raises what the answer raised."""
+        if item is _END:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        if isinstance(item, Done):
+            self.reply = item.reply
+        event: StreamEvent = item
+        return event
+
+    def _silent(self) -> ConnectionLost:
+        return ConnectionLost(
+            f"No event of the answer for {self._bound:.0f} s", "the server may be stuck; try again"
+        )
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        items: queue.Queue[Any] = queue.Queue()
+        self._start(items.put, reader_awaits=False)
         while True:
             try:
-                item = get()
+                event = self._take(items.get(timeout=self._bound))
             except queue.Empty:
-                raise ConnectionLost(
-                    f"No event of the answer for {self._bound:.0f} s",
-                    "the server may be stuck; try again",
-                ) from None
-            if item is _END:
+                raise self._silent() from None
+            if event is None:
                 return
-            if isinstance(item, BaseException):
-                raise item
-            if isinstance(item, Done):
-                self.reply = item.reply
-            yield item
+            yield event
 
     async def __aiter__(self) -> AsyncIterator[StreamEvent]:
-        self._start()
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[Any] = asyncio.Queue()
 
-        def emit(event: Any) -> None:
-            loop.call_soon_threadsafe(items.put_nowait, event)
+        def put(item: Any) -> None:
+            loop.call_soon_threadsafe(items.put_nowait, item)
 
-        if self._run is not None:
-            run = self._run
-
-            def work() -> None:
-                try:
-                    emit(Done(run(emit)))
-                except BaseException as exc:  # handed to the reader, who raises it
-                    emit(exc)
-                emit(_END)
-
-            threading.Thread(target=work, name="nbtoolkit-stream", daemon=True).start()
-            task = None
-        else:
-            assert self._run_async is not None and self._home is not None
-            run_async, home = self._run_async, self._home
-
-            async def work_async() -> None:
-                try:
-                    emit(Done(await home._at_home(lambda: run_async(emit))))
-                except BaseException as exc:  # handed to the reader, who raises it
-                    emit(exc)
-                emit(_END)
-
-            task = asyncio.ensure_future(work_async())
+        task = self._start(put, reader_awaits=True)
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(items.get(), self._bound)
+                    event = self._take(await asyncio.wait_for(items.get(), self._bound))
                 except TimeoutError:
-                    raise ConnectionLost(
-                        f"No event of the answer for {self._bound:.0f} s",
-                        "the server may be stuck; try again",
-                    ) from None
-                if item is _END:
+                    raise self._silent() from None
+                if event is None:
                     return
-                if isinstance(item, BaseException):
-                    raise item
-                if isinstance(item, Done):
-                    self.reply = item.reply
-                yield item
+                yield event
         finally:
             if task is not None and not task.done():
                 task.cancel()
+
+
+def _produce(run: Callable[[], Reply], put: Callable[[Any], None]) -> None:
+    """Run a sync-native answer on this thread: its end (or error) goes to ``put``."""
+    try:
+        put(Done(run()))
+    except BaseException as exc:  # handed to the reader, who raises it
+        put(exc)
+    put(_END)
