@@ -16,7 +16,7 @@ Everything is measured in this run on this machine:
 * **TTS** — times faster than real time, English and Mandarin.
 * **VAD** — start/end error against the true speech span, clean and with white noise.
 
-Every WER compares :func:`nbtoolkit.batch.scoring.spoken_english` forms of both sides (numbers as
+Every WER compares :func:`nbtoolkit.text.spoken_english` forms of both sides (numbers as
 words, "Mr." → "mister", no case or punctuation), whichever tier produced the words.
 
 Run: ``.venv/bin/python benchmarks/engine.py`` (a few minutes). The 1-minute load average is printed
@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nbtoolkit.batch.scoring import spoken_english
 from nbtoolkit.local.engine import Engine
 from nbtoolkit.local.engine.asr import TIER_ENV, Recognizer, word_errors
 from nbtoolkit.local.engine.responder import COMMAND_PHRASES, domain_sentences
 from nbtoolkit.local.engine.whisper import MODELS, installed_model
+from nbtoolkit.text import spoken_english
 
 SPEECH = Path(__file__).resolve().parent.parent / "tests" / "data" / "speech"
 

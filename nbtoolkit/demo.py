@@ -14,9 +14,9 @@ from __future__ import annotations
 import threading
 
 from nbtoolkit.audio.clip import Clip
-from nbtoolkit.batch.scoring import tokens
 from nbtoolkit.errors import ConfigError
 from nbtoolkit.local.engine import Engine
+from nbtoolkit.text import tokens
 
 __all__ = ["spoken", "words"]
 

@@ -22,10 +22,10 @@ from nbtoolkit.batch import (
     wer,
 )
 from nbtoolkit.batch.items import to_items
-from nbtoolkit.batch.scoring import tokens
 from nbtoolkit.config import Endpoints, Secret, local_endpoints
 from nbtoolkit.errors import ConfigError, ServerError
 from nbtoolkit.results import Reply, Usage
+from nbtoolkit.text import tokens
 
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
 

@@ -24,7 +24,6 @@ import pytest
 
 import nbtoolkit.local.engine.asr as asr
 import nbtoolkit.local.engine.whisper as whisper
-from nbtoolkit.batch.scoring import spoken_english, wer
 from nbtoolkit.errors import ConfigError
 from nbtoolkit.local.engine import Engine
 from nbtoolkit.local.engine.asr import (
@@ -35,6 +34,7 @@ from nbtoolkit.local.engine.asr import (
     factor_grammar,
     word_errors,
 )
+from nbtoolkit.text import spoken_english, wer
 
 SPEECH = Path(__file__).parent / "data" / "speech"
 

@@ -13,8 +13,9 @@ from PIL import Image
 from nbtoolkit.audio import Clip
 from nbtoolkit.local.engine import Engine
 from nbtoolkit.local.engine.describe import colour_name, loudness_word
-from nbtoolkit.local.engine.responder import number_to_words, solve_arithmetic
+from nbtoolkit.local.engine.responder import solve_arithmetic
 from nbtoolkit.protocols.tokens import audio_tokens, image_tokens, text_tokens
+from nbtoolkit.text import number_words
 
 
 @pytest.fixture(scope="module")
@@ -89,14 +90,15 @@ def test_an_open_chinese_question_is_declined_in_chinese_not_echoed(engine: Engi
     assert "离线引擎" in engine.respond("你好").text
 
 
-def test_number_words() -> None:
-    assert [number_to_words(n) for n in (0, 13, 40, 99, 105, 1200, -7)] == [
+def test_number_words_as_the_engine_speaks_them() -> None:
+    assert [number_words(n, british=True) for n in (0, 13, 40, 99, 105, 1200, 1005, -7)] == [
         "zero",
         "thirteen",
         "forty",
         "ninety nine",
         "one hundred and five",
         "one thousand two hundred",
+        "one thousand and five",
         "minus seven",
     ]
 

@@ -154,7 +154,7 @@ def test_result_format_text_puts_the_answer_in_output_text(sdk: Any, question_wa
 
 
 def test_audio_over_30_seconds_is_cut_to_its_first_30(sdk: Any, question: Clip) -> None:
-    from nbtoolkit.local.engine.usage import audio_tokens
+    from nbtoolkit.protocols.tokens import audio_tokens
 
     long = question + Clip.silence(40.0 - question.duration, question.rate)
     uri = "data:audio/wav;base64," + base64.b64encode(long.to_wav()).decode()

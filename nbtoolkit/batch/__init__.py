@@ -16,7 +16,7 @@ from nbtoolkit.batch.outcome import ItemResult
 from nbtoolkit.batch.ratelimit import TokenBucket
 from nbtoolkit.batch.result import BatchResult, BatchSummary
 from nbtoolkit.batch.runner import run_batch
-from nbtoolkit.batch.scoring import exact_match, normalize, quoted, wer
+from nbtoolkit.text import exact_match, normalize, quoted, wer
 
 __all__ = [
     "BatchItem",

@@ -21,10 +21,10 @@ from typing import Any, Literal
 from nbtoolkit import pricing
 from nbtoolkit.batch.items import BatchItem
 from nbtoolkit.batch.ratelimit import TokenBucket
-from nbtoolkit.batch.scoring import wer
 from nbtoolkit.config import scrub_secrets
 from nbtoolkit.errors import ConfigError
 from nbtoolkit.results import Reply, Usage
+from nbtoolkit.text import wer
 
 __all__ = ["USAGE_FIELDS", "Backend", "ItemResult", "failure", "run_item"]
 

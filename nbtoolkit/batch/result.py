@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from nbtoolkit import pricing
 from nbtoolkit.batch.outcome import ItemResult
-from nbtoolkit.batch.scoring import edit_distance, exact_match, tokens
 from nbtoolkit.errors import ConfigError
 from nbtoolkit.results import html_table
+from nbtoolkit.text import edit_distance, exact_match, tokens
 
 if TYPE_CHECKING:
     import pandas as pd

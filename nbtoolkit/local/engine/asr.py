@@ -89,9 +89,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from nbtoolkit.batch.scoring import edit_distance
 from nbtoolkit.errors import ConfigError
 from nbtoolkit.local.engine.whisper import WhisperTier, installed_model
+from nbtoolkit.text import edit_distance
 
 __all__ = [
     "ACCEPT_SCORE",

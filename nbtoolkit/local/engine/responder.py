@@ -78,6 +78,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from nbtoolkit.text import number_words
+
 __all__ = [
     "AGREE_MIN",
     "COMMAND_PHRASES",
@@ -89,7 +91,6 @@ __all__ = [
     "domain_grammar",
     "domain_sentences",
     "is_unclear",
-    "number_to_words",
     "solve_arithmetic",
     "solve_arithmetic_zh",
     "text_lang",
@@ -114,29 +115,8 @@ class EngineReply:
 
 
 # --------------------------------------------------------------------------- the domain phrases
-NUMBER_WORDS = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
-]
+#: The numbers the spoken-arithmetic grammar knows, in words.
+NUMBER_WORDS = [number_words(i) for i in range(21)]
 _SPOKEN_OPS = ("plus", "minus", "times", "multiplied by", "divided by")
 _ARITHMETIC_TEMPLATES = (
     "what is {a} {op} {b}",
@@ -256,37 +236,19 @@ _TENS_VALUE: dict[str, int] = {w: 20 + 10 * i for i, w in enumerate(_TENS)}
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
 
 
-def number_to_words(n: int) -> str:
-    """English words for an integer ("minus forty two", "one thousand two hundred and five")."""
-    if n < 0:
-        return "minus " + number_to_words(-n)
-    if n < 20:
-        return _UNITS[n]
-    if n < 100:
-        tens, unit = divmod(n, 10)
-        return _TENS[tens - 2] + (" " + _UNITS[unit] if unit else "")
-    for size, name in ((1_000_000_000, "billion"), (1_000_000, "million"), (1000, "thousand")):
-        if n >= size:
-            head, rest = divmod(n, size)
-            tail = ""
-            if rest:
-                tail = (" and " if rest < 100 else " ") + number_to_words(rest)
-            return f"{number_to_words(head)} {name}{tail}"
-    hundreds, rest = divmod(n, 100)
-    return f"{_UNITS[hundreds]} hundred" + (f" and {number_to_words(rest)}" if rest else "")
-
-
 def _value_to_words(v: Fraction) -> str:
     """A rational result in words: exact when it is whole or a short decimal, else 'about …'."""
     if v.denominator == 1:
-        return number_to_words(int(v))
+        return number_words(int(v), british=True)
     neg = v < 0
     v = abs(v)
     rounded = round(float(v), 2)
     exact = Fraction(str(rounded)) == v
     whole = int(rounded)
     decimals = f"{rounded:.2f}".split(".")[1].rstrip("0")
-    words = number_to_words(whole) + " point " + " ".join(_UNITS[int(d)] for d in decimals)
+    words = (
+        number_words(whole, british=True) + " point " + " ".join(_UNITS[int(d)] for d in decimals)
+    )
     return ("minus " if neg else "") + ("" if exact else "about ") + words
 
 

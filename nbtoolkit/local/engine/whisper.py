@@ -26,7 +26,7 @@ Decoding settings (measured in benchmarks/engine.py): greedy (beam 1: beam 5 gav
 at 1.4–3× the time), temperature 0 only (deterministic), no timestamps, English, and every token
 that writes a digit or a currency/percent sign suppressed, so numbers come out as words ("go
 forward ten meters", "two nine three four zero"), as the responder and the grammar speak them.
-The text is then put in spoken form (:func:`nbtoolkit.batch.scoring.spoken_english`: lower case,
+The text is then put in spoken form (:func:`nbtoolkit.text.spoken_english`: lower case,
 no punctuation, "Mr." → "mister"…).
 
 Whisper is trained on 30 s windows, and faster-whisper pads every utterance to one, so a 3 s
@@ -56,8 +56,8 @@ from typing import Any
 
 import numpy as np
 
-from nbtoolkit.batch.scoring import spoken_english
 from nbtoolkit.errors import ConfigError
+from nbtoolkit.text import spoken_english
 
 __all__ = [
     "MIN_WINDOW_SECONDS",

@@ -1,4 +1,6 @@
-"""Scoring a reply against a reference: word error rate and exact match on normalised text.
+"""Text as it is compared and spoken: normalised words, English numbers in words, and scoring a reply
+against a reference (word error rate, exact match). Used by the batch scorer, the offline engine
+(its recogniser and its spoken answers) and ``nbtoolkit.words``.
 
 Normalisation (both sides alike): Unicode NFKC, lower case, punctuation removed (an apostrophe inside a
 word stays: "don't"), whitespace collapsed. Text in Chinese/Japanese ideographs has no spaces between
@@ -76,22 +78,30 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(folded)
 
 
-def number_words(n: int) -> str:
-    """A non-negative integer in English words, as said in the US ("one hundred five")."""
+def number_words(n: int, *, british: bool = False) -> str:
+    """An integer in English words: as said in the US ("one hundred five"), or with ``british``
+    "and" before the last part under a hundred ("one hundred and five", "two thousand and one"),
+    as the offline engine speaks its answers. Negative numbers start with "minus"."""
+    if n < 0:
+        return "minus " + number_words(-n, british=british)
     if n < 20:
         return _ONES[n]
     if n < 100:
         return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    and_ = " and " if british else " "
     if n < 1000:
         rest = n % 100
-        return f"{_ONES[n // 100]} hundred" + ("" if rest == 0 else " " + number_words(rest))
+        return f"{_ONES[n // 100]} hundred" + (
+            "" if rest == 0 else and_ + number_words(rest, british=british)
+        )
     for value, name in _SCALES:
         if n >= value:
             head, rest = divmod(n, value)
             if head >= 1000 and value == _SCALES[0][0]:  # beyond trillions: say the digits
                 return " ".join(_ONES[int(d)] for d in str(n))
-            tail = "" if rest == 0 else " " + number_words(rest)
-            return f"{number_words(head)} {name}{tail}"
+            join = and_ if rest < 100 else " "
+            tail = "" if rest == 0 else join + number_words(rest, british=british)
+            return f"{number_words(head, british=british)} {name}{tail}"
     raise AssertionError("unreachable")  # pragma: no cover
 
 
