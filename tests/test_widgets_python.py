@@ -24,7 +24,6 @@ from nbtoolkit.widgets import (
     RecorderEvent,
     TakeEnded,
     TakeStarted,
-    clip_from_ipywebrtc,
 )
 from nbtoolkit.widgets.player import MAX_MESSAGE_BYTES
 from tests.conftest import timeout
@@ -467,7 +466,7 @@ def test_ipywebrtc_recording_becomes_a_take(tmp_path) -> None:  # type: ignore[n
     # Opus is lossy and may shift the start: compare the strongest cross-correlation
     corr = np.correlate(rec.clip.to_float()[:n], expected[:n], mode="full").max()
     assert corr / np.dot(expected[:n], expected[:n]) > 0.8
-    assert clip_from_ipywebrtc(webrtc).duration == pytest.approx(1.0, abs=0.1)
+    assert Clip.from_ipywebrtc(webrtc).duration == pytest.approx(1.0, abs=0.1)
     rec.close()
     webrtc.close()
 
@@ -476,8 +475,8 @@ def test_ipywebrtc_without_a_recording_says_what_to_do() -> None:
     from ipywebrtc import AudioRecorder
 
     webrtc = AudioRecorder()
-    with pytest.raises(AudioError, match="press its record button"):
-        clip_from_ipywebrtc(webrtc)
+    with pytest.raises(AudioError, match="press the record button"):
+        Clip.from_ipywebrtc(webrtc)
     webrtc.close()
 
 

@@ -13,7 +13,6 @@ from nbtoolkit.widgets.recorder import (
     TakeEnded,
     TakeEvents,
     TakeStarted,
-    clip_from_ipywebrtc,
     is_headless,
 )
 
@@ -25,6 +24,5 @@ __all__ = [
     "TakeEnded",
     "TakeEvents",
     "TakeStarted",
-    "clip_from_ipywebrtc",
     "is_headless",
 ]

@@ -55,7 +55,6 @@ __all__ = [
     "TakeEnded",
     "TakeEvents",
     "TakeStarted",
-    "clip_from_ipywebrtc",
     "is_headless",
 ]
 
@@ -440,7 +439,7 @@ class Recorder(anywidget.AnyWidget):
 
         def on_value(change: dict[str, Any]) -> None:
             if change["new"]:
-                rec.simulate(clip_from_ipywebrtc(audio_recorder), realtime=False)
+                rec.simulate(Clip.from_ipywebrtc(audio_recorder), realtime=False)
 
         audio_recorder.audio.observe(on_value, names="value")
         return rec
@@ -639,14 +638,3 @@ def _jpeg(image: Any) -> bytes:
     buf = io.BytesIO()
     image.convert("RGB").save(buf, "JPEG", quality=85)
     return buf.getvalue()
-
-
-def clip_from_ipywebrtc(audio_recorder: Any) -> Clip:
-    """The finished recording of an ipywebrtc ``AudioRecorder`` (its WebM/Opus blob) as a Clip."""
-    data = bytes(audio_recorder.audio.value or b"")
-    if not data:
-        raise AudioError(
-            "The ipywebrtc recorder holds no recording yet",
-            "press its record button, then stop, before converting",
-        )
-    return Clip.load(data)
