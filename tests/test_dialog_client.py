@@ -600,3 +600,12 @@ def test_live_events_end_when_the_session_closes_and_raise_what_dropped_it(fault
     assert "".join(e.delta for e in got if isinstance(e, TextDelta)) == LONG_TEXT
     assert error.partial.text == LONG_TEXT
     assert seconds_of(got) == pytest.approx(0.3) == error.partial.audio.duration
+
+
+@pytest.mark.parametrize("mode", ["push2talk", "tap2talk", "duplex"])
+def test_noise_without_speech_is_reported_as_no_speech_heard_not_a_timeout(server, mode):
+    hiss = Clip.from_array(0.01 * np.random.default_rng(0).standard_normal(3 * 16000), 16000)
+    with dialog(server, mode=mode, timeout=timeout(30)) as d:
+        with pytest.raises(AudioError, match=r"No speech was heard in the 3\.0 s sent"):
+            d.ask(hiss)
+        assert d.speak("still here").text == "still here"  # the dialog goes on

@@ -500,6 +500,25 @@ class Dialog(Client):
             if self.mode == "push2talk":
                 timeline.mark("client", "StopSpeech")
                 sdk.stop_speech()
+                # The transcript comes before SpeechEnded; a server that heard no words starts no
+                # round after it, which a HeartBeat sent after SpeechEnded shows (frames in order).
+                self._pump(
+                    collector, timeline, until=lambda: collector.speech_ended or collector.done
+                )
+                if not collector.done and not collector.heard.strip():
+                    beats = collector.heartbeats
+                    sdk.send_heart_beat()
+                    self._pump(
+                        collector,
+                        timeline,
+                        until=lambda: collector.heartbeats > beats or collector.responding,
+                    )
+                    if not collector.heard.strip() and not collector.responding:
+                        raise AudioError(
+                            f"No speech was heard in the {audio.duration:.1f} s sent (the server "
+                            "recognised no words)",
+                            "speak louder or closer, or check the microphone and record again",
+                        )
             else:
                 silence = Clip.silence(MAX_TRAILING_SILENCE, INPUT_RATE).chunks(FRAME_MS)
                 timeline.mark("audio-in", "silence")
@@ -522,7 +541,8 @@ class Dialog(Client):
                     )
                     if not collector.speech_started:
                         raise AudioError(
-                            "The server's voice detector heard no speech in the clip",
+                            f"No speech was heard in the {audio.duration:.1f} s sent (the "
+                            "server's voice detector found none)",
                             "speak louder or closer, or use mode='push2talk'",
                         )
             self._pump(collector, timeline)
