@@ -196,7 +196,7 @@ class Client:
     ) -> Reply:
         """:meth:`ask`, awaited: the event loop stays free while the answer comes."""
         question = self._question(audio, text, images, options)
-        return await asyncio.to_thread(self._answer, question, options, None)
+        return await self._answer_awaited(question, options)
 
     def stream(
         self,
@@ -209,9 +209,7 @@ class Client:
         """The answer as :mod:`nbtoolkit.events`, as they arrive, ending with ``Done(reply)``.
         Iterate it with ``for`` or ``async for``."""
         question = self._question(audio, text, images, options)
-        return EventStream(
-            lambda emit: self._answer(question, options, emit), None, self._event_bound()
-        )
+        return self._events_of(question, options)
 
     def _question(self, audio: Any, text: Any, images: Any, options: Mapping[str, Any]) -> Question:
         _check_options(options, self.options, type(self).__name__)
@@ -219,6 +217,14 @@ class Client:
 
     def _answer(self, question: Question, options: Mapping[str, Any], emit: Emit | None) -> Reply:
         raise NotImplementedError  # each client answers in its own way
+
+    async def _answer_awaited(self, question: Question, options: Mapping[str, Any]) -> Reply:
+        return await asyncio.to_thread(self._answer, question, options, None)
+
+    def _events_of(self, question: Question, options: Mapping[str, Any]) -> EventStream:
+        return EventStream(
+            lambda emit: self._answer(question, options, emit), None, self._event_bound()
+        )
 
     def _event_bound(self) -> float:
         """Longest wait for the next event of a stream: the client's own bound, plus a margin
@@ -305,37 +311,10 @@ class AsyncClient(Client):
                 f"{what} did not finish within {self._call_bound():.0f} s", "try again"
             ) from None
 
-    def ask(
-        self,
-        audio: AudioInput | None = None,
-        *,
-        text: str | None = None,
-        images: ImageInput | Iterable[ImageInput] | None = None,
-        **options: Any,
-    ) -> Reply:
-        question = self._question(audio, text, images, options)
-        return self._sync(lambda: self._answer_async(question, options, None), "ask")
-
-    async def ask_async(
-        self,
-        audio: AudioInput | None = None,
-        *,
-        text: str | None = None,
-        images: ImageInput | Iterable[ImageInput] | None = None,
-        **options: Any,
-    ) -> Reply:
-        question = self._question(audio, text, images, options)
+    async def _answer_awaited(self, question: Question, options: Mapping[str, Any]) -> Reply:
         return await self._at_home(lambda: self._answer_async(question, options, None))
 
-    def stream(
-        self,
-        audio: AudioInput | None = None,
-        *,
-        text: str | None = None,
-        images: ImageInput | Iterable[ImageInput] | None = None,
-        **options: Any,
-    ) -> EventStream:
-        question = self._question(audio, text, images, options)
+    def _events_of(self, question: Question, options: Mapping[str, Any]) -> EventStream:
         return EventStream(
             None,
             lambda emit: self._answer_async(question, options, emit),
