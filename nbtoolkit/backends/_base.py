@@ -35,7 +35,16 @@ from nbtoolkit.ledger import Ledger, session_ledger
 from nbtoolkit.results import Reply
 from nbtoolkit.retry import RetryPolicy
 
-__all__ = ["AsyncClient", "AudioInput", "Client", "Emit", "EventStream", "ImageInput", "Question"]
+__all__ = [
+    "AsyncClient",
+    "AudioInput",
+    "Client",
+    "Emit",
+    "EventStream",
+    "ImageInput",
+    "Question",
+    "check_seconds",
+]
 
 AudioInput = Clip | str | os.PathLike[str] | bytes
 ImageInput = Any  # JPEG/PNG bytes, a path, or a PIL image
@@ -96,6 +105,18 @@ def _short(value: Any) -> str:
     return f"({text[:40]}…)" if len(text) > 40 else f"({text})"
 
 
+def check_seconds(name: str, value: Any, *, optional: bool = False, example: int = 60) -> None:
+    """A wait option: a number of seconds above 0 and under a day (``None`` too if ``optional``:
+    no bound of that kind)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 86_400:
+        raise ConfigError(
+            f"{name}= must be a number of seconds above 0, not {value!r}",
+            f"e.g. {name}={example}" + (" (or None to turn it off)" if optional else ""),
+        )
+
+
 def _check_options(options: Mapping[str, Any], allowed: Iterable[str], client: str) -> None:
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -127,15 +148,7 @@ class Client:
     ) -> None:
         if not isinstance(model, str):
             raise ConfigError(f"model= must be a model name, not {model!r}", "e.g. model='…'")
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not (0 < timeout < 86_400)
-        ):
-            raise ConfigError(
-                f"timeout= must be a number of seconds above 0, not {timeout!r}",
-                "e.g. timeout=60",
-            )
+        check_seconds("timeout", timeout)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigError(
                 f"retry= must be a RetryPolicy, not {type(retry).__name__}",

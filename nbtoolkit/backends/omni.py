@@ -38,7 +38,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from nbtoolkit import events as ev
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.audio.features import is_silent
-from nbtoolkit.backends._base import AsyncClient, Emit, Question
+from nbtoolkit.backends._base import AsyncClient, Emit, Question, check_seconds
 from nbtoolkit.config import LOOPBACK_HOSTS, Endpoints, Secret, scrubbed_logger
 from nbtoolkit.errors import (
     AudioError,
@@ -226,21 +226,10 @@ class OmniRealtime(AsyncClient):
                 f"instructions= must be text, not {type(instructions).__name__}",
                 "e.g. instructions='Answer briefly.'",
             )
-        for name, value in (
-            ("ping_interval", ping_interval),
-            ("ping_timeout", ping_timeout),
-            ("open_timeout", open_timeout),
-            ("close_timeout", close_timeout),
-        ):
-            optional = name.startswith("ping")
-            if (value is None and optional) or (
-                not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value < 3600
-            ):
-                continue
-            raise ConfigError(
-                f"{name}= must be a number of seconds above 0, not {value!r}",
-                f"e.g. {name}=20" + (" (or None to turn it off)" if optional else ""),
-            )
+        check_seconds("ping_interval", ping_interval, optional=True, example=20)
+        check_seconds("ping_timeout", ping_timeout, optional=True, example=20)
+        check_seconds("open_timeout", open_timeout, example=10)
+        check_seconds("close_timeout", close_timeout, example=10)
         if turn_detection not in ("server_vad", None):
             raise ConfigError(
                 f"turn_detection must be 'server_vad' or None, not {turn_detection!r}",
