@@ -306,3 +306,14 @@ def test_a_real_browser_mediarecorder_webm_decodes_with_its_pitch() -> None:
     clip = Clip.load(blob, rate=16000)
     assert clip.duration == pytest.approx(2.0, abs=0.3)
     assert dominant_pitch(clip) == pytest.approx(150.0, rel=0.01)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "webm"])
+def test_first_seconds_decodes_only_the_head_of_a_long_file(fmt: str) -> None:
+    long = Clip.from_array(np.tile(TONE.samples, 20), TONE.rate)  # 40 s
+    head = decode(encode(long, fmt), first_seconds=3.0, max_seconds=5.0)
+    # max_seconds applies to what is decoded: the 40 s file is not refused, nor called truncated
+    assert head.duration == pytest.approx(3.0, abs=0.001)
+    assert dominant_pitch(head) == pytest.approx(150.0, rel=0.03)
+    with pytest.raises(ValueError, match="first_seconds"):
+        decode(encode(long, "wav"), first_seconds=0)

@@ -205,3 +205,26 @@ def test_a_window_no_longer_than_the_tail_gives_no_hint(engine: Engine) -> None:
     pcm = _utterance(engine, "hello", 16000)
     events = _feed(engine.vad(silence_duration_ms=TAIL_MS, pauses=True), pcm)
     assert [e.kind for e in events] == ["speech_started", "speech_stopped"]
+
+
+def test_speech_that_goes_on_past_the_utterance_cap_is_cut_there_and_goes_on_as_a_new_one(
+    engine: Engine,
+) -> None:
+    from nbtoolkit.protocols.params import MAX_UTTERANCE_SECONDS
+
+    rate = 16000
+    sentence = engine.synthesize(
+        "the quick brown fox jumps over the lazy dog again and again", rate
+    )
+    speech = np.tile(sentence, int(75 * rate / len(sentence)) + 1)  # ≥ 75 s, no pause ≥ 3 s
+    pcm = np.concatenate([np.zeros(rate, np.int16), speech, np.zeros(4 * rate, np.int16)])
+    stream = VadStream(silence_duration_ms=3000, rate=rate)
+    events = _feed(stream, pcm, chunk_ms=100)
+    kinds = [e.kind for e in events]
+    assert kinds == ["speech_started", "speech_stopped", "speech_started", "speech_stopped"]
+    first, second = events[1], events[3]
+    assert first.audio is not None and second.audio is not None
+    assert MAX_UTTERANCE_SECONDS - 1 <= len(first.audio) / 2 / rate <= MAX_UTTERANCE_SECONDS
+    assert first.decided_ms is not None and first.decided_ms <= 1000 + MAX_UTTERANCE_SECONDS * 1000
+    # the rest of the speech is the second utterance: nothing lost between the two
+    assert len(first.audio) + len(second.audio) >= 2 * (len(speech) - rate // 5)

@@ -36,6 +36,7 @@ from nbtoolkit.protocols.dialog import (
     Transcribe,
     parse_client_message,
 )
+from nbtoolkit.protocols.params import MAX_UTTERANCE_SECONDS
 
 TASK = "a" * 32
 
@@ -414,3 +415,27 @@ def test_reset_detector_is_only_for_tap2talk() -> None:
     assert not any(
         isinstance(o, ResetDetector) for o in session.receive(client.directive("SendSpeech"))
     )
+
+
+@pytest.mark.parametrize("mode", ["push2talk", "tap2talk"])
+def test_an_utterance_past_the_cap_without_stop_speech_is_dropped_with_an_error_and_the_session_goes_on(
+    mode: str,
+) -> None:
+    session, client = started(mode)
+    session.receive(client.directive("SendSpeech"))
+    second = b"\1\0" * session.options.input_rate
+    out: list[Any] = []
+    for _ in range(int(MAX_UTTERANCE_SECONDS) + 1):
+        out = session.on_audio(second)
+    names = events(out)
+    assert names[-1] == "Error" and names[:-1] == (["ResetDetector"] if mode == "tap2talk" else [])
+    error = out[-1].message["payload"]["output"]
+    assert error["error_code"] == "InvalidParameter"
+    assert "60 s" in error["error_message"] and "StopSpeech sooner" in error["error_message"]
+    assert session.on_audio(second) == []  # no longer capturing: nothing more is held
+    assert session.state == "Listening"
+    session.receive(client.directive("SendSpeech"))
+    session.on_audio(second)
+    action = session.receive(client.directive("StopSpeech"))[-1]
+    if mode == "push2talk":
+        assert isinstance(action, Transcribe) and action.pcm == second

@@ -18,6 +18,7 @@ from nbtoolkit.local.realtime_session import (
     StopAnswer,
     usage_dict,
 )
+from nbtoolkit.protocols.params import MAX_UTTERANCE_SECONDS
 from nbtoolkit.protocols.realtime import (
     AudioDelta,
     ErrorEvent,
@@ -315,6 +316,20 @@ def test_clear_empties_the_buffer() -> None:
         "input_audio_buffer.cleared"
     ]
     assert session.receive(InputAudioCommit().to_json()).events[0].type == "error"
+
+
+def test_a_buffer_past_the_utterance_cap_is_cleared_with_an_error_and_the_next_commit_works() -> (
+    None
+):
+    session = manual_session()
+    minute = SPEECH * int(MAX_UTTERANCE_SECONDS)
+    assert session.receive(InputAudioAppend.of(minute).to_json()).events == []
+    step = session.receive(InputAudioAppend.of(SPEECH).to_json())
+    assert types(step.events) == ["error"]
+    assert "60 s" in step.events[0].error["message"]
+    assert "commit sooner" in step.events[0].error["message"]
+    assert len(session.audio) == 0  # the server holds no more than one utterance
+    assert committed(session)
 
 
 # ------------------------------------------------------------------ images

@@ -371,7 +371,7 @@ def _read_http(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
 
 
 # ----------------------------------------------------------------------------- length caps
-def test_dialog_utterance_over_a_minute_is_refused_clearly_without_being_decoded(
+def test_dialog_utterance_past_a_minute_is_dropped_as_it_arrives_with_a_clear_error(
     engine: Any,
 ) -> None:
     seconds = MAX_UTTERANCE_SECONDS + 1
@@ -381,8 +381,9 @@ def test_dialog_utterance_over_a_minute_is_refused_clearly_without_being_decoded
         conv.start_speech()
         for i in range(0, len(pcm), 32000):
             conv.send_audio_data(pcm[i : i + 32000])
-        conv.stop_speech()
+        # the error comes while the audio arrives, before any StopSpeech: nothing held for it
         _, error = cb.wait(lambda name, value: name == "error")
+        conv.stop_speech()  # a StopSpeech after the drop starts no round
         conv.request_to_respond("prompt", QUESTION, None)  # the session goes on
         cb.wait(lambda name, value: name == "responding_ended")
         answer = cb.last("responding_content")["text"]
@@ -390,13 +391,12 @@ def test_dialog_utterance_over_a_minute_is_refused_clearly_without_being_decoded
     output = json.loads(error)["payload"]["output"]
     assert output["error_code"] == "InvalidParameter"
     message = output["error_message"]
-    assert f"{seconds:.0f} s long" in message and "at most 60 s" in message
-    assert "StopSpeech" in message
+    assert "passed 60 s without StopSpeech" in message and "send StopSpeech sooner" in message
     assert calls["transcribe"] == 0
     assert "two" in words(answer)
 
 
-def test_realtime_utterance_over_a_minute_is_refused_clearly_without_being_decoded(
+def test_realtime_buffer_past_a_minute_is_cleared_as_it_arrives_with_a_clear_error(
     engine: Any,
 ) -> None:
     seconds = MAX_UTTERANCE_SECONDS + 1
@@ -408,18 +408,14 @@ def test_realtime_utterance_over_a_minute_is_refused_clearly_without_being_decod
         for i in range(0, len(pcm), 5 * 2 * RATE):
             audio = base64.b64encode(pcm[i : i + 5 * 2 * RATE]).decode()
             ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
-        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
-        while (event := json.loads(ws.recv(timeout(30))))["type"] != (
-            "conversation.item.input_audio_transcription.failed"
-        ):
-            assert event["type"] != "error", event
-        # the session goes on: the next question is heard and answered
+        while (event := json.loads(ws.recv(timeout(30))))["type"] != "error":
+            pass
+        # the buffer is empty again: the next question is heard and answered
         heard, said = converse(ws, Clip.from_array(engine.synthesize(QUESTION, rate=RATE), RATE))
         calls = srv.engine.calls
     message = event["error"]["message"]
-    assert f"{seconds:.0f} s long" in message and "at most 60 s" in message
-    assert "commit sooner" in message
-    assert calls["transcribe"] == 1  # the question's, never the long utterance's
+    assert "passed 60 s without a commit" in message and "commit sooner" in message
+    assert calls["transcribe"] == 1  # the question's, never the long buffer's
     assert "plus" in words(heard) and "two" in words(said)
 
 

@@ -16,7 +16,10 @@ notebook can always hold a session or two however busy the machine is.
 
 * ``d`` is **measured** while the server runs: the CPU time the server process used while sessions
   were open (``time.process_time``: ASR, TTS and answers on the engine threads, and the frames,
-  JSON and VAD on the event loop) divided by the seconds the sessions were connected, both
+  JSON and VAD on the event loop; less the time spent loading models, which load on first use and
+  would otherwise count 1–3 CPU-seconds against the first sessions — measured, that made a fresh
+  server refuse the 9th of 10 eSpeak sessions after one warm-up session) divided by the seconds
+  the sessions were connected, both
   averaged over the last :data:`WINDOW_S` seconds of activity (an exponential average that holds
   its value while no session is open). Before anything was measured the server assumes
   :data:`PRIOR_DEMAND` (real read speech: about one CPU-second per utterance, one utterance every
@@ -68,6 +71,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nbtoolkit.errors import ConfigError
 from nbtoolkit.local.auth import _token_ok, origin_allowed
+from nbtoolkit.local.engine._loading import load_cpu_seconds
 from nbtoolkit.local.routes import ENGINE_WORKERS, Lane, current_lane
 
 __all__ = [
@@ -84,6 +88,7 @@ __all__ = [
     "Capacity",
     "Refusal",
     "Seat",
+    "work_cpu_seconds",
 ]
 
 #: WebSocket paths whose connections are sessions (Qwen-Omni realtime, MultiModalDialog).
@@ -137,12 +142,12 @@ class Capacity:
         max_sessions: int | None = None,
         target_load: float = TARGET_LOAD,
         clock: Callable[[], float] = time.monotonic,
-        cpu_clock: Callable[[], float] = time.process_time,
+        cpu_clock: Callable[[], float] | None = None,
         load_average: Callable[[], float | None] | None = None,
     ) -> None:
-        """``clock``, ``cpu_clock`` (this process's CPU seconds) and ``load_average`` (the machine's
-        1-minute load average, None where unknown) are the measurements the rule reads; tests
-        inject their own."""
+        """``clock``, ``cpu_clock`` (this process's CPU seconds, model loading left out: default
+        :func:`work_cpu_seconds`) and ``load_average`` (the machine's 1-minute load average, None
+        where unknown) are the measurements the rule reads; tests inject their own."""
         if max_sessions is not None and max_sessions < 1:
             raise ConfigError(
                 f"max_sessions must be at least 1, not {max_sessions}",
@@ -156,7 +161,7 @@ class Capacity:
         self.workers = workers
         self.fixed = max_sessions
         self.target_load = target_load
-        self._clock, self._cpu_clock = clock, cpu_clock
+        self._clock, self._cpu_clock = clock, cpu_clock or work_cpu_seconds
         self._load_average = load_average or _load_average
         self._lock = threading.Condition()
         self.sessions = 0
@@ -164,7 +169,7 @@ class Capacity:
         self._cpu = PRIOR_DEMAND * PRIOR_WEIGHT_S  # decayed CPU-seconds of sessions' jobs
         self._session_s = PRIOR_WEIGHT_S  # decayed session-seconds
         self._t = clock()
-        self._cpu_at = cpu_clock()
+        self._cpu_at = self._cpu_clock()
         self._own = 0.0  # this process's CPU use, cores (1-minute average)
         self._own_at = (self._t, self._cpu_at)
         self._request_cost = 1.0  # average engine-seconds of one HTTP request
@@ -283,6 +288,12 @@ class Capacity:
             self._lock.notify_all()
             if lane.busy > 0:
                 self._request_cost += 0.2 * (lane.busy - self._request_cost)
+
+
+def work_cpu_seconds() -> float:
+    """This process's CPU seconds less those spent loading models: a model loads once, on the
+    first session that needs it, and is no session's steady cost."""
+    return time.process_time() - load_cpu_seconds()
 
 
 def _load_average() -> float | None:

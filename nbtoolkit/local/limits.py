@@ -9,7 +9,11 @@ moment it passes the cap. Routes that carry a whole audio file get a larger cap 
 One utterance is at most :data:`MAX_UTTERANCE_SECONDS` long, the cloud's cap for one sentence of
 streamed speech: DashScope's sentence recogniser (Gummy, the realtime API's transcription model)
 takes "audio of at most one minute, otherwise it reports an error and disconnects"
-(https://help.aliyun.com/zh/model-studio/developer-reference/sentence-java-api). Uploaded files
+(https://help.aliyun.com/zh/model-studio/developer-reference/sentence-java-api). The cap is kept
+where the audio arrives, so no route ever holds more: the VAD cuts longer speech
+(:mod:`nbtoolkit.local.engine.vad`), and a push-to-talk utterance or a realtime buffer that passes
+it is dropped with an error (:mod:`nbtoolkit.protocols.dialog`,
+:mod:`nbtoolkit.local.realtime_session`). Uploaded files
 keep Qwen-Audio's caps: at most 10 MB, of which the first 30 s are used
 (https://help.aliyun.com/zh/model-studio/audio-language-model, "使用限制";
 :mod:`nbtoolkit.protocols.conversation`).
@@ -23,13 +27,12 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nbtoolkit.errors import ProtocolError
 from nbtoolkit.local.routes.conversation import MAX_BODY as GENERATION_MAX_BODY
 from nbtoolkit.protocols.conversation import MAX_AUDIO_BYTES
 from nbtoolkit.protocols.conversation import PATH as GENERATION_PATH
 from nbtoolkit.protocols.params import MAX_UTTERANCE_SECONDS
 
-__all__ = ["MAX_UTTERANCE_SECONDS", "ROUTE_LIMITS", "BodyLimit", "check_utterance"]
+__all__ = ["MAX_UTTERANCE_SECONDS", "ROUTE_LIMITS", "BodyLimit"]
 
 
 #: Exact paths with their own cap: a 10 MB audio file as a base64 ``data:`` URI (generation), or as
@@ -114,15 +117,3 @@ async def _refuse(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-def check_utterance(seconds: float, fix: str) -> None:
-    """Refuse an utterance over :data:`MAX_UTTERANCE_SECONDS` before any engine work is spent on it
-    (``ProtocolError``, code ``InvalidParameter``); ``fix`` says how the client ends one sooner."""
-    if seconds > MAX_UTTERANCE_SECONDS:
-        raise ProtocolError(
-            f"The utterance is {seconds:.0f} s long; one utterance may be at most "
-            f"{MAX_UTTERANCE_SECONDS:.0f} s, as in the cloud",
-            f"{fix}: split long speech into sentences",
-            code="InvalidParameter",
-        )

@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from nbtoolkit.errors import ProtocolError
-from nbtoolkit.protocols.params import realtime_response_problem, realtime_session_problem
+from nbtoolkit.protocols.params import (
+    MAX_UTTERANCE_SECONDS,
+    realtime_response_problem,
+    realtime_session_problem,
+)
 from nbtoolkit.protocols.realtime import (
     DEFAULT_TURN_DETECTION,
     INPUT_RATE,
@@ -76,8 +80,9 @@ __all__ = [
     "usage_dict",
 ]
 
-#: In server-VAD mode only recent audio can still become part of an utterance.
-_VAD_BUFFER_BYTES = 60 * INPUT_RATE * 2
+#: The most audio the buffer holds: one utterance (in server-VAD mode only recent audio can still
+#: become part of one; without it a longer buffer could only be refused at commit).
+_MAX_BUFFER_BYTES = int(MAX_UTTERANCE_SECONDS) * INPUT_RATE * 2
 
 
 def default_session(model: str, session_id: str | None = None) -> dict[str, Any]:
@@ -373,9 +378,18 @@ class RealtimeSession:
         self._audio_seen = True
         self.audio += pcm
         if self.vad_settings is None:
+            if len(self.audio) > _MAX_BUFFER_BYTES:
+                self.audio.clear()
+                raise _Refused(
+                    "invalid_value",
+                    f"The audio buffer passed {MAX_UTTERANCE_SECONDS:.0f} s without a commit, the "
+                    "cap for one utterance (as in the cloud), and was cleared — commit sooner: "
+                    "split long speech into sentences",
+                    "audio",
+                )
             return Step([], [])
-        if len(self.audio) > _VAD_BUFFER_BYTES:
-            del self.audio[: len(self.audio) - _VAD_BUFFER_BYTES]
+        if len(self.audio) > _MAX_BUFFER_BYTES:
+            del self.audio[: len(self.audio) - _MAX_BUFFER_BYTES]
         return Step([], [FeedVad(pcm)])
 
     def _append_image(self, jpeg: bytes) -> Step:

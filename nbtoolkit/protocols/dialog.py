@@ -27,7 +27,11 @@ from typing import Any
 
 from nbtoolkit.errors import ProtocolError
 from nbtoolkit.protocols.errors import code_for_status
-from nbtoolkit.protocols.params import dialog_parameters_problem, dialog_start_problem
+from nbtoolkit.protocols.params import (
+    MAX_UTTERANCE_SECONDS,
+    dialog_parameters_problem,
+    dialog_start_problem,
+)
 
 __all__ = [
     "INPUT_RATE",
@@ -495,12 +499,27 @@ class DialogSession:
         if not self._capturing:
             return []  # audio outside SendSpeech…end is ignored, as the cloud does
         self._audio += pcm
+        if len(self._audio) > MAX_UTTERANCE_SECONDS * 2 * self.options.input_rate:
+            return self._too_long()
         if mode == "tap2talk":
             return [DetectSpeech(pcm)]
         if not self._heard_speech:
             self._heard_speech = True
             return [self._frame("SpeechStarted")]
         return []
+
+    def _too_long(self) -> list[Output]:
+        """The utterance passed the cap before StopSpeech: it is dropped (the server holds no more
+        than one utterance's audio) and the client told, as the cloud's recogniser does."""
+        self._capturing = self._heard_speech = False
+        self._audio.clear()
+        out: list[Output] = [ResetDetector()] if self.options.mode == "tap2talk" else []
+        return out + self.error(
+            "InvalidParameter",
+            f"The utterance passed {MAX_UTTERANCE_SECONDS:.0f} s without StopSpeech, the cap for one "
+            "utterance (as in the cloud), and was dropped — send StopSpeech sooner: split long "
+            "speech into sentences",
+        )
 
     def on_vad(self, kind: str, audio: bytes | None = None) -> list[Output]:
         """A VAD event (``speech_started`` / ``speech_stopped`` with the utterance)."""

@@ -90,6 +90,7 @@ from typing import Any, Literal
 import numpy as np
 
 from nbtoolkit.errors import ConfigError
+from nbtoolkit.local.engine._loading import loading
 from nbtoolkit.local.engine.whisper import WhisperTier, installed_model
 from nbtoolkit.text import edit_distance
 
@@ -321,7 +322,8 @@ class _Pool:
                 return self._free.pop()
             self._made += 1
         try:
-            return self._make()
+            with loading():
+                return self._make()
         except BaseException:
             with self._ready:
                 self._made -= 1

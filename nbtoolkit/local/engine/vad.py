@@ -20,6 +20,12 @@
   stop carries other audio. Given at most once per end of speech, and never when the stop comes at
   the same frame (a silence window of :data:`TAIL_MS` or less).
 
+An utterance is at most :data:`~nbtoolkit.protocols.params.MAX_UTTERANCE_SECONDS` long, prefix padding
+and tail included (the cloud's sentence recogniser takes no more; docs/bad-input.md): speech that
+goes on that long is stopped there, as if the speaker had paused, and a new utterance starts with
+the speech that follows. So the audio one open utterance holds is bounded (an hour of continuous
+sound used to be kept whole until it ended).
+
 ``threshold`` (0…1, server_vad's knob: higher means less sensitive) maps to webrtcvad's
 aggressiveness ``min(3, int(threshold * 4))``: 0–0.24 → 0, 0.25–0.49 → 1, 0.5–0.74 → 2 (the
 default 0.5), 0.75–1 → 3. Modes 0 and 1 call steady noise speech (docs/protocols.md#webrtcvad-measurements), so 0.5 or more is
@@ -39,6 +45,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from nbtoolkit.protocols.params import MAX_UTTERANCE_SECONDS
 
 __all__ = [
     "FLOOR_DBFS",
@@ -220,6 +228,14 @@ class VadStream:
                 ]
             return []
         now_ms = (idx + 1) * FRAME_MS
+        if now_ms + TAIL_MS - (self._start_frame * FRAME_MS - self.prefix_padding_ms) >= (
+            MAX_UTTERANCE_SECONDS * 1000 - FRAME_MS
+        ):
+            self._last_speech_frame = idx  # the cut is here, not at the last pause
+            stop = self._stop(decided_ms=now_ms)
+            # the speech goes on: the next frame of it starts a new utterance at once
+            self._run = START_FRAMES - 1 if speech else 0
+            return [stop]
         if speech:
             return []
         end_ms = self._end_ms()

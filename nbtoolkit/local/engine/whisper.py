@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from nbtoolkit.errors import ConfigError
+from nbtoolkit.local.engine._loading import loading
 from nbtoolkit.text import spoken_english
 
 __all__ = [
@@ -209,7 +210,7 @@ class WhisperTier:
 
     def load(self) -> WhisperTier:
         """Load the model now (about 0.5–3 s; otherwise on the first utterance)."""
-        with self._lock:
+        with self._lock, loading():
             if self._model is None:
                 from faster_whisper import WhisperModel
                 from faster_whisper.tokenizer import Tokenizer

@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Send
 
 from nbtoolkit.audio.clip import Clip
+from nbtoolkit.audio.decode import decode
 from nbtoolkit.errors import AudioError, ProtocolError
 from nbtoolkit.local.auth import check_http
 from nbtoolkit.local.faults import Faults
@@ -143,12 +144,11 @@ def _decode_inputs(req: GenerationRequest, uploads: Mapping[str, bytes]) -> _Inp
     audio_refs = current.refs("audio")
     if audio_refs:
         try:
-            clip = Clip.load(_media_bytes(audio_refs[0], uploads))
+            # the model uses only the first 30 s (docs/protocols.md#conversation-input-limits):
+            # decoding stops there, so a long upload costs no more than a 30 s one
+            clip = decode(_media_bytes(audio_refs[0], uploads), first_seconds=MAX_AUDIO_SECONDS)
         except AudioError as err:
             raise invalid(f"The audio cannot be decoded: {err.problem}", err.fix or "") from None
-        if clip.duration > MAX_AUDIO_SECONDS:
-            # the model uses only the first 30 s (docs/protocols.md#conversation-input-limits)
-            clip = clip[:MAX_AUDIO_SECONDS]
     images: list[bytes] = []
     tokens = 0
     for ref in current.refs("image") + current.refs("video"):

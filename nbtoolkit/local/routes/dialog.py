@@ -41,7 +41,6 @@ from nbtoolkit.errors import BackendError, ProtocolError
 from nbtoolkit.local.auth import check_websocket
 from nbtoolkit.local.engine.asr import Speculation
 from nbtoolkit.local.faults import Faults, abort_connection
-from nbtoolkit.local.limits import check_utterance
 from nbtoolkit.local.routes import run_engine
 from nbtoolkit.protocols.dialog import (
     MAX_IMAGE_BYTES,
@@ -208,7 +207,6 @@ class _Connection:
 
     async def _step(self, action: _EngineAction) -> list[Output]:
         if isinstance(action, Transcribe):
-            check_utterance(len(action.pcm) // 2 / action.rate, "send StopSpeech sooner")
             text = await asyncio.wrap_future(self.ahead.future(action.pcm, action.rate))
             self.heard, self.heard_seconds = text, len(action.pcm) // 2 / action.rate
             self.heard_clip = Clip.from_pcm(action.pcm, action.rate)

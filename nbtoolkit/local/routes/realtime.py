@@ -35,11 +35,9 @@ from starlette.types import Message
 from starlette.websockets import WebSocketDisconnect
 
 from nbtoolkit.audio.clip import Clip
-from nbtoolkit.errors import ProtocolError
 from nbtoolkit.local.auth import check_websocket
 from nbtoolkit.local.engine.asr import Speculation
 from nbtoolkit.local.faults import Faults, abort_connection
-from nbtoolkit.local.limits import MAX_UTTERANCE_SECONDS, check_utterance
 from nbtoolkit.local.realtime_session import (
     ConfigureVad,
     EndConnection,
@@ -235,11 +233,6 @@ class _Connection:
                         await self._apply(self.session.speech_stopped(ev.t_ms, ev.audio))
             elif isinstance(action, NeedTranscript):
                 try:
-                    check_utterance(len(action.audio) / 2 / INPUT_RATE, "commit sooner")
-                except ProtocolError as exc:  # refused before any decoding
-                    await self._apply(self.session.transcribed(action.item_id, "", str(exc)))
-                    continue
-                try:
                     # awaited, not run: the pool does the work and the reader keeps reading
                     text = await asyncio.wrap_future(self.ahead.future(action.audio, INPUT_RATE))
                 except Exception as exc:  # the ASR failed: report it, answer what we can
@@ -274,9 +267,7 @@ class _Connection:
     async def _answer(self, need: NeedAnswer) -> None:
         s, rid = self.session, need.response_id
         try:
-            # an utterance over the cap was not transcribed; it is not decoded for the answer either
-            spoken = need.audio and len(need.audio) <= MAX_UTTERANCE_SECONDS * 2 * INPUT_RATE
-            clip = Clip.from_pcm(need.audio, INPUT_RATE) if spoken else None
+            clip = Clip.from_pcm(need.audio, INPUT_RATE) if need.audio else None
             reply = await run_engine(
                 self.ws.app,
                 self.engine.respond,
