@@ -16,9 +16,11 @@ import json
 import re
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +48,8 @@ from nbtoolkit.local.limits import MAX_UTTERANCE_SECONDS
 from nbtoolkit.local.server import LocalServer
 from tests.test_server_dialog import Recorder, sdk_dialog
 
+SPEECH = Path(__file__).parent / "data" / "speech"
+
 RATE = 16000
 QUESTION = "what is one plus one"
 ROUTES = {
@@ -53,7 +57,7 @@ ROUTES = {
     "dialog": "/api-ws/v1/inference",
 }
 #: Engine calls that cost real work (the VAD is not among them: it runs inline).
-COSTLY = ("transcribe", "respond", "synthesize")
+COSTLY = ("recognize", "transcribe", "respond", "synthesize")
 
 
 class CountingEngine:
@@ -392,7 +396,7 @@ def test_dialog_utterance_past_a_minute_is_dropped_as_it_arrives_with_a_clear_er
     assert output["error_code"] == "InvalidParameter"
     message = output["error_message"]
     assert "passed 60 s without StopSpeech" in message and "send StopSpeech sooner" in message
-    assert calls["transcribe"] == 0
+    assert calls["recognize"] == calls["transcribe"] == 0
     assert "two" in words(answer)
 
 
@@ -415,8 +419,39 @@ def test_realtime_buffer_past_a_minute_is_cleared_as_it_arrives_with_a_clear_err
         calls = srv.engine.calls
     message = event["error"]["message"]
     assert "passed 60 s without a commit" in message and "commit sooner" in message
-    assert calls["transcribe"] == 1  # the question's, never the long buffer's
+    assert calls["recognize"] == 1  # the question's, never the long buffer's
     assert "plus" in words(heard) and "two" in words(said)
+
+
+# ----------------------------------------------------------------------------- work done once
+def test_an_answer_to_real_speech_does_not_recognise_the_utterance_again(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer to an open sentence asks whether the speech was English at all; it uses the
+    route's own recognition instead of decoding the utterance a second time (0.3-1.5 s of CPU)."""
+    name = "sense_and_sensibility_01_austen_64kb-0930"
+    sentence = (SPEECH / "librivox" / f"{name}.txt").read_text().strip()
+    clip = Clip.load(SPEECH / "librivox" / f"{name}.wav")
+    recognitions: list[int] = []
+    recognize = engine.recognizer.recognize
+
+    def counted(pcm: Any, *args: Any, **kwargs: Any) -> Any:
+        recognitions.append(len(pcm))
+        return recognize(pcm, *args, **kwargs)
+
+    monkeypatch.setattr(engine.recognizer, "recognize", counted)
+    checks: list[int] = []
+    check = engine._check_clip
+    monkeypatch.setattr(engine.responder, "_check", lambda c: checks.append(1) or check(c))
+    with serving(engine) as srv, connect(url(srv, "realtime"), additional_headers=auth(srv)) as ws:
+        assert json.loads(ws.recv(timeout(10)))["type"] == "session.created"
+        heard, said = converse(ws, clip)
+    assert recognitions == [len(clip.resample(RATE).samples)]
+    assert "amiable" in words(heard) and "amiable" in words(said), (heard, said)
+    assert "cannot answer" in said
+    result = recognize(clip.samples, clip.rate)
+    # a second recogniser is consulted only where the first cannot tell English from not
+    assert checks == ([] if result.english_identified or result.open_score is not None else [1])
 
 
 # ----------------------------------------------------------------------------- the rule
@@ -458,3 +493,17 @@ def test_a_busy_machine_still_admits_one_session_per_engine_thread() -> None:
     assert capacity.max_sessions == 2
     assert isinstance(first, Seat) and isinstance(capacity.join(), Seat)
     assert isinstance(capacity.join(), Refusal)
+
+
+def test_model_loading_is_left_out_of_a_sessions_measured_demand() -> None:
+    """Models load on first use, inside the first sessions; that one-off CPU is no session's cost."""
+    from nbtoolkit.local.admission import work_cpu_seconds
+    from nbtoolkit.local.engine._loading import loading
+
+    process, work = time.process_time(), work_cpu_seconds()
+    with loading():
+        end = time.thread_time() + 0.2
+        while time.thread_time() < end:  # a model load's CPU work
+            pass
+    assert time.process_time() - process >= 0.2
+    assert work_cpu_seconds() - work < 0.05

@@ -86,12 +86,20 @@ class Engine:
         history: Sequence[tuple[str, str]] = (),
         context: str = "",
         spoken: bool = False,
+        heard: AsrResult | None = None,
     ) -> EngineReply:
         """The engine's answer to one turn (rules in :mod:`nbtoolkit.local.engine.responder`), in
         the language of the question (``context``, e.g. Omni instructions, and ``history`` pick it
-        when the turn has no words of its own; ``spoken``: ``text`` is the transcript of ``audio``)."""
+        when the turn has no words of its own; ``spoken``: ``text`` is the transcript of ``audio``;
+        ``heard``: the recognition that transcript came from, when the caller has it)."""
         return self.responder.respond(
-            text, audio=audio, images=images, history=history, context=context, spoken=spoken
+            text,
+            audio=audio,
+            images=images,
+            history=history,
+            context=context,
+            spoken=spoken,
+            heard=heard,
         )
 
     def _recognize_clip(self, clip: Any) -> AsrResult:

@@ -85,7 +85,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 
@@ -112,6 +112,7 @@ __all__ = [
 ]
 
 Mode = Literal["auto", "domain", "open"]
+T = TypeVar("T")
 Tier = Literal["pocketsphinx", "whisper"]
 
 #: The environment variable that picks the open-vocabulary tier: auto, pocketsphinx or whisper.
@@ -156,6 +157,9 @@ class AsrResult:
     #: the open hypothesis' score per speech frame (same units), when pocketsphinx's open LM ran
     #: (None from the Whisper tier, whose scores are on another scale)
     open_score: float | None = None
+    #: True when the open tier's own language identification found the speech to be English
+    #: (Whisper's multilingual model, up to its short-window length): no other check is needed
+    english_identified: bool = False
 
 
 def word_errors(ref: str, hyp: str) -> int:
@@ -368,7 +372,7 @@ def factor_grammar(grammar: str) -> str:
     return grammar[: m.start(1)] + expr(root) + grammar[m.end(1) :]
 
 
-class Speculation:
+class Speculation(Generic[T]):
     """Transcribe an utterance ahead of need, off the caller's thread, and reuse it if it is the one.
 
     :meth:`start` on a VAD ``speech_paused`` hint; :meth:`future` on ``speech_stopped``: when the
@@ -380,11 +384,11 @@ class Speculation:
     queue with the other engine work). A dropped speculation that has not started yet is cancelled.
     """
 
-    def __init__(self, transcribe: Callable[[np.ndarray, int], str], executor: Executor) -> None:
+    def __init__(self, transcribe: Callable[[np.ndarray, int], T], executor: Executor) -> None:
         self._transcribe = transcribe
         self._executor = executor
         self._audio: tuple[bytes, int] | None = None
-        self._future: Future[str] | None = None
+        self._future: Future[T] | None = None
 
     def start(self, audio: bytes, rate: int) -> None:
         """Begin transcribing ``audio`` (PCM16 mono at ``rate``); a previous speculation is dropped."""
@@ -393,7 +397,7 @@ class Speculation:
         self.drop()
         self._audio, self._future = (audio, rate), self._submit(audio, rate)
 
-    def future(self, audio: bytes, rate: int) -> Future[str]:
+    def future(self, audio: bytes, rate: int) -> Future[T]:
         """The transcript of ``audio``, to come: the speculation's when it matches, else a new job.
 
         Never blocks, so an event loop can await it (``asyncio.wrap_future``) while it reads on.
@@ -412,10 +416,10 @@ class Speculation:
             self._future.cancel()
         self._audio = self._future = None
 
-    def _submit(self, audio: bytes, rate: int) -> Future[str]:
+    def _submit(self, audio: bytes, rate: int) -> Future[T]:
         return self._executor.submit(self._run, audio, rate)
 
-    def _run(self, audio: bytes, rate: int) -> str:
+    def _run(self, audio: bytes, rate: int) -> T:
         pcm = np.frombuffer(audio[: len(audio) // 2 * 2], dtype="<i2").astype(np.int16)
         return self._transcribe(pcm, rate)
 
@@ -510,8 +514,9 @@ class Recognizer:
             else:
                 self._open.load()
 
-    def _decode_open(self, audio: np.ndarray) -> tuple[str, float | None]:
-        """The open-vocabulary tier's transcript, and its score (pocketsphinx only).
+    def _decode_open(self, audio: np.ndarray) -> tuple[str, float | None, bool]:
+        """The open-vocabulary tier's transcript, its score (pocketsphinx only), and whether
+        Whisper identified the speech as English.
 
         Speech Whisper takes for another language goes to pocketsphinx's open LM after all: its
         words are a guess either way, but its score tells the responder that the speech did not
@@ -519,8 +524,8 @@ class Recognizer:
         if self.whisper is not None:
             text = self.whisper.transcribe(audio)
             if text is not None:
-                return text, None
-        return self._open.decode(audio)
+                return text, None, self.whisper.identifies_language(len(audio))
+        return (*self._open.decode(audio), False)
 
     # ------------------------------------------------------------------ decoding
     def transcribe(self, pcm: np.ndarray, rate: int = ASR_RATE, mode: Mode | None = None) -> str:
@@ -544,6 +549,7 @@ class Recognizer:
             dom: str | None,
             opn: str | None,
             open_score: float | None = None,
+            english: bool = False,
         ) -> AsrResult:
             return AsrResult(
                 text,
@@ -553,17 +559,18 @@ class Recognizer:
                 opn,
                 time.perf_counter() - t0,
                 open_score,
+                english,
             )
 
         if mode == "open":
-            text, score = self._decode_open(audio)
-            return done(text, "open", None, None, text, score)
+            text, score, english = self._decode_open(audio)
+            return done(text, "open", None, None, text, score, english)
         dom, conf = self._decode_domain(audio)
         if mode == "domain":
             return done(dom, "domain", conf, dom, None)
         if dom and conf is not None and conf >= ACCEPT_SCORE:
             return done(dom, "domain", conf, dom, None)
-        opn, open_score = self._decode_open(audio)
+        opn, open_score, english = self._decode_open(audio)
         if dom and open_score is None and opn in self._sentences():
             # Whisper heard another sentence of the domain itself ("thirteen plus eight equals
             # what" where the grammar had "six"): its words, not the grammar's guess

@@ -588,19 +588,23 @@ class Responder:
         history: Sequence[tuple[str, str]] = (),
         context: str = "",
         spoken: bool = False,
+        heard: Any = None,
     ) -> EngineReply:
         """The answer to one turn (see the module docstring for the rules).
 
         ``context`` (Omni ``instructions``, a system prompt) and ``history`` only choose the language
         of a turn that has no words of its own. ``spoken``: ``text`` is the caller's transcript of
-        ``audio`` (voice chat), not a typed question.
+        ``audio`` (voice chat), not a typed question; ``heard``, the caller's recognition of it
+        (:class:`~nbtoolkit.local.engine.asr.AsrResult`), spares recognising it again when an answer
+        depends on whether the speech was English.
         """
         text = (text or "").strip()
         hint = text_lang(context) or next(
             (lang for user, _ in reversed(history) if (lang := text_lang(user))), None
         )
         voice = spoken or (not text and audio is not None)
-        heard = None
+        if not voice:
+            heard = None
         if voice and audio is not None and not text:
             heard = self._recognize(audio)
             if heard.source == "open" and is_unclear(heard.open_score):
@@ -643,8 +647,10 @@ class Responder:
         depends on it). Words from the grammar, or none, are never unclear.
 
         Words from pocketsphinx's open search (which the Whisper tier also falls back to for speech
-        it takes for another language): :func:`is_unclear` of their score. Words from Whisper:
-        unclear when pocketsphinx's score of the clip is, *and* its words agree with Whisper's on
+        it takes for another language): :func:`is_unclear` of their score. Words from Whisper that
+        its own language identification found English (``english_identified``: the multilingual
+        model on short utterances; it sent all 15 measured Mandarin eSpeak sentences to
+        pocketsphinx) are clear. Other words from Whisper: unclear when pocketsphinx's score of the clip is, *and* its words agree with Whisper's on
         fewer than :data:`AGREE_MIN` of them — two independent English recognisers that hear the
         same words heard English (Whisper even "translates" some Mandarin into fluent English,
         which pocketsphinx does not echo).
@@ -655,7 +661,7 @@ class Responder:
             return False
         if heard.open_score is not None:
             return is_unclear(heard.open_score)
-        if self._check is None:
+        if heard.english_identified or self._check is None:
             return False
         check = self._check(clip)  # one pocketsphinx decode, only when an answer depends on it
         return is_unclear(check.open_score) and agreement(heard.text, check.text) < AGREE_MIN

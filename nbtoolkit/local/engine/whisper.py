@@ -237,6 +237,13 @@ class WhisperTier:
                 self._model = model
         return self
 
+    def identifies_language(self, samples: int) -> bool:
+        """True when :meth:`transcribe` of ``samples`` 16 kHz samples runs Whisper's language
+        identification (a multilingual model, audio up to :data:`SHORT_SECONDS`): words it returns
+        for such audio were identified as English."""
+        model = self._model or self.load()._model
+        return bool(model.model.is_multilingual) and samples <= SHORT_SECONDS * 16000
+
     def transcribe(self, pcm16k: np.ndarray) -> str | None:
         """Lower-case spoken-form words in 16 kHz int16 mono audio ("" when Whisper hears none),
         or None when the speech is not English (see :meth:`_short`)."""

@@ -39,7 +39,7 @@ from nbtoolkit.audio.clip import Clip
 from nbtoolkit.config import LOOPBACK_HOSTS
 from nbtoolkit.errors import BackendError, ProtocolError
 from nbtoolkit.local.auth import check_websocket
-from nbtoolkit.local.engine.asr import Speculation
+from nbtoolkit.local.engine.asr import AsrResult, Speculation
 from nbtoolkit.local.faults import Faults, abort_connection
 from nbtoolkit.local.routes import run_engine
 from nbtoolkit.protocols.dialog import (
@@ -94,8 +94,8 @@ class _Connection:
         self.session = DialogSession(dialog_id=uuid.uuid4().hex)
         self.vad: Any = None
         # the engine is looked up per call (a stub engine may lack transcribe)
-        self.ahead = Speculation(
-            lambda pcm, rate: self.engine.transcribe(pcm, rate), ws.app.state.engine_pool
+        self.ahead: Speculation[AsrResult] = Speculation(
+            lambda pcm, rate: self.engine.recognize(pcm, rate), ws.app.state.engine_pool
         )
         self.task: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
@@ -107,6 +107,7 @@ class _Connection:
         self.heard_seconds = 0.0
         # the spoken question: the responder checks whether it was English at all
         self.heard_clip: Clip | None = None
+        self.heard_result: AsrResult | None = None  # the recognition heard_clip gave
         self.image_sizes: list[tuple[int, int]] = []
 
     @property
@@ -164,7 +165,7 @@ class _Connection:
             else:  # a new round: whatever the previous one left is void
                 self._cancel_round()
                 self.heard, self.heard_seconds, self.image_sizes = "", 0.0, []
-                self.heard_clip = None
+                self.heard_clip = self.heard_result = None
                 self.task = asyncio.create_task(self._round(out))
 
     async def _detect(self, pcm: bytes) -> None:
@@ -207,10 +208,11 @@ class _Connection:
 
     async def _step(self, action: _EngineAction) -> list[Output]:
         if isinstance(action, Transcribe):
-            text = await asyncio.wrap_future(self.ahead.future(action.pcm, action.rate))
-            self.heard, self.heard_seconds = text, len(action.pcm) // 2 / action.rate
+            result = await asyncio.wrap_future(self.ahead.future(action.pcm, action.rate))
+            self.heard, self.heard_seconds = result.text, len(action.pcm) // 2 / action.rate
             self.heard_clip = Clip.from_pcm(action.pcm, action.rate)
-            return self.session.on_transcript(action.round, text)
+            self.heard_result = result
+            return self.session.on_transcript(action.round, result.text)
         if isinstance(action, Respond):
             images = [self._image_bytes(ref) for ref in action.images]
             self.image_sizes = [_image_size(data) for data in images]
@@ -222,6 +224,7 @@ class _Connection:
                 images=images,
                 history=tuple(self.history),
                 spoken=self.heard_clip is not None,
+                heard=self.heard_result,
             )
             if not self.heard:  # a typed prompt: the "heard" side of the history
                 self.heard = action.text

@@ -36,7 +36,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from nbtoolkit.audio.clip import Clip
 from nbtoolkit.local.auth import check_websocket
-from nbtoolkit.local.engine.asr import Speculation
+from nbtoolkit.local.engine.asr import AsrResult, Speculation
 from nbtoolkit.local.faults import Faults, abort_connection
 from nbtoolkit.local.realtime_session import (
     ConfigureVad,
@@ -153,10 +153,12 @@ class _Connection:
         self.sent = 0
         self.injected: set[str] = set()
         self.vad: Any = None
-        # the engine is looked up per call: a test may swap it, and a stub may lack transcribe
-        self.ahead = Speculation(
-            lambda pcm, rate: self.engine.transcribe(pcm, rate), ws.app.state.engine_pool
+        # the engine is looked up per call: a test may swap it
+        self.ahead: Speculation[AsrResult] = Speculation(
+            lambda pcm, rate: self.engine.recognize(pcm, rate), ws.app.state.engine_pool
         )
+        # the last recognition, for the answer to the same audio (see Engine.respond's heard)
+        self.heard: tuple[bytes, AsrResult] | None = None
         self.answer: asyncio.Task[None] | None = None
         self.history: list[tuple[str, str]] = []
 
@@ -234,13 +236,14 @@ class _Connection:
             elif isinstance(action, NeedTranscript):
                 try:
                     # awaited, not run: the pool does the work and the reader keeps reading
-                    text = await asyncio.wrap_future(self.ahead.future(action.audio, INPUT_RATE))
+                    heard = await asyncio.wrap_future(self.ahead.future(action.audio, INPUT_RATE))
                 except Exception as exc:  # the ASR failed: report it, answer what we can
                     log.warning("realtime transcription failed: %s", type(exc).__name__)
                     failed = f"engine error: {type(exc).__name__}"
                     await self._apply(self.session.transcribed(action.item_id, "", failed))
                 else:
-                    await self._apply(self.session.transcribed(action.item_id, text))
+                    self.heard = (action.audio, heard)
+                    await self._apply(self.session.transcribed(action.item_id, heard.text))
             elif isinstance(action, NeedAnswer):
                 self.answer = asyncio.create_task(self._answer(action))
             elif isinstance(action, EndConnection):
@@ -268,6 +271,7 @@ class _Connection:
         s, rid = self.session, need.response_id
         try:
             clip = Clip.from_pcm(need.audio, INPUT_RATE) if need.audio else None
+            heard = self.heard[1] if self.heard and self.heard[0] == need.audio else None
             reply = await run_engine(
                 self.ws.app,
                 self.engine.respond,
@@ -277,6 +281,7 @@ class _Connection:
                 history=tuple(self.history),
                 context=need.instructions,  # picks the language when the turn has no words
                 spoken=clip is not None,
+                heard=heard,
             )
             text: str = reply.text
             self.history.append((need.heard, text))
