@@ -574,7 +574,7 @@ class Recognizer:
         if dom and open_score is None and opn in self._sentences():
             # Whisper heard another sentence of the domain itself ("thirteen plus eight equals
             # what" where the grammar had "six"): its words, not the grammar's guess
-            return done(opn, "open", conf, dom, opn, open_score)
+            return done(opn, "open", conf, dom, opn, open_score, english)
         if dom and conf is not None:
             margin = 0.0 if conf >= NEAR_SCORE else MARGIN
             fits = (
@@ -585,4 +585,4 @@ class Recognizer:
             agrees = word_errors(dom, opn) <= AGREE_WER * len(dom.split())
             if fits or agrees:
                 return done(dom, "domain", conf, dom, opn, open_score)
-        return done(opn, "open", conf, dom, opn, open_score)
+        return done(opn, "open", conf, dom, opn, open_score, english)
