@@ -242,6 +242,10 @@ def vad_accuracy(engine: Engine) -> None:
 
 
 def main() -> None:
+    import argparse
+
+    # no options: --help prints what the run measures instead of starting it
+    argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0]).parse_args()
     print(f"load average (1 min) at the start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     t0 = time.perf_counter()
     engine = Engine()
