@@ -4,8 +4,10 @@
 under a policy, sleeping between attempts. Retries happen only *before* an answer has started
 streaming; once a stream has begun, a failure is reported with what had arrived.
 
-A server that asks for a longer wait (``Retry-After``) than the policy's ``retry_after_cap`` is
-not waited for: the :class:`~nbtoolkit.errors.RateLimited` it caused is raised at once, with
+Each retry is logged on the ``nbtoolkit.retry`` logger, as a warning when the wait is
+:data:`NOTICEABLE_WAIT_S` or longer (a full local server's 10 s ``Retry-After``, say), so a notebook
+cell that waits shows what it waits for. A server that asks for a longer wait (``Retry-After``)
+than the policy's ``retry_after_cap`` is not waited for: the :class:`~nbtoolkit.errors.RateLimited` it caused is raised at once, with
 ``retry_after`` set, instead of blocking for the cap and being refused again.
 """
 
@@ -24,6 +26,7 @@ from typing import TypeVar
 from nbtoolkit.errors import BackendError, ConnectionLost, RateLimited, ServerError
 
 __all__ = [
+    "NOTICEABLE_WAIT_S",
     "NO_RETRY",
     "RETRYABLE_STATUSES",
     "RetryPolicy",
@@ -119,8 +122,16 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_retries=0)
 
 
+#: Waits at least this long are logged as warnings: a notebook shows them (Python's last-resort
+#: handler prints warnings when logging is not set up), so a cell that waits says why.
+NOTICEABLE_WAIT_S = 2.0
+
+
 def _log_retry(error: BackendError, attempt: int, policy: RetryPolicy, wait: float) -> None:
-    log.info("%s — retry %d of %d in %.2f s", error.problem, attempt, policy.max_retries, wait)
+    level = logging.WARNING if wait >= NOTICEABLE_WAIT_S else logging.INFO
+    log.log(
+        level, "%s — retry %d of %d in %.2f s", error.problem, attempt, policy.max_retries, wait
+    )
 
 
 def retrying(

@@ -213,3 +213,30 @@ def test_dialog_handshake_refusal_keeps_the_servers_retry_after() -> None:
     err = error_from(refused, None)
     assert isinstance(err, RateLimited) and err.retry_after == 300 and err.status == 429
     assert RetryPolicy(max_retries=5).next_wait(0, err) is None
+
+
+def test_a_long_wait_before_a_retry_is_a_warning_that_says_why_and_how_long(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    import nbtoolkit.retry
+
+    monkeypatch.setattr(nbtoolkit.retry, "NOTICEABLE_WAIT_S", 0.1)  # 2 s in use; shorter here
+    calls: list[int] = []
+
+    def busy_then_free() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RateLimited("the server is busy", "try later", status=429, retry_after=0.2)
+        if len(calls) == 2:
+            raise RateLimited("the server is busy", "try later", status=429, retry_after=0.01)
+        return "answered"
+
+    with caplog.at_level(logging.INFO, logger="nbtoolkit.retry"):
+        assert retrying(busy_then_free, RetryPolicy(max_retries=2)) == "answered"
+    levels = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert levels == [
+        (logging.WARNING, "the server is busy — retry 1 of 2 in 0.20 s"),
+        (logging.INFO, "the server is busy — retry 2 of 2 in 0.01 s"),
+    ]

@@ -46,6 +46,7 @@ from nbtoolkit.local import start
 from nbtoolkit.local.admission import SESSION_RETRY_AFTER_S, Capacity, Refusal, Seat
 from nbtoolkit.local.limits import MAX_UTTERANCE_SECONDS
 from nbtoolkit.local.server import LocalServer
+from nbtoolkit.retry import NO_RETRY
 from tests.test_server_dialog import Recorder, sdk_dialog
 
 SPEECH = Path(__file__).parent / "data" / "speech"
@@ -181,7 +182,7 @@ def test_omni_client_over_the_limit_gets_rate_limited_and_the_seated_session_is_
         assert json.loads(seated.recv(timeout(10)))["type"] == "session.created"
 
         async def refused() -> RateLimited:
-            rt = OmniRealtime(one_seat.endpoints, ledger=Ledger())
+            rt = OmniRealtime(one_seat.endpoints, ledger=Ledger(), retry=NO_RETRY)
             with pytest.raises(RateLimited) as err:
                 await rt.connect()
             return err.value
@@ -214,7 +215,7 @@ def converse(ws: Any, question: Clip) -> tuple[str, str]:
 def test_omni_client_error_names_the_limit(one_seat: LocalServer) -> None:
     async def main() -> RateLimited:
         with pytest.raises(RateLimited) as refused:
-            await OmniRealtime(one_seat.endpoints, ledger=Ledger()).connect()
+            await OmniRealtime(one_seat.endpoints, ledger=Ledger(), retry=NO_RETRY).connect()
         return refused.value
 
     with connect(url(one_seat, "realtime"), additional_headers=auth(one_seat)):
@@ -245,7 +246,10 @@ def test_dialog_clients_over_the_limit_are_told_429_with_retry_after(
         _, error = cb.wait(lambda name, value: name == "error", 5)
         starting.join(timeout(15))
         # our Dialog client, on top of the same SDK
-        with pytest.raises(RateLimited) as refused, Dialog(one_seat.endpoints, ledger=Ledger()):
+        with (
+            pytest.raises(RateLimited) as refused,
+            Dialog(one_seat.endpoints, ledger=Ledger(), retry=NO_RETRY),
+        ):
             pass
     assert error.status_code == 429
     assert error.resp_headers["retry-after"] == str(SESSION_RETRY_AFTER_S)
