@@ -67,7 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
         ep = server.endpoints
         # The token is printed on purpose: whoever started the server needs it to call it.
         print(
-            f"nbtoolkit local server: the offline engine ({_engine_parts(server)}), not the cloud\n"
+            f"nbtoolkit local server: the offline engine ({server.app.state.engine.summary}), not the cloud\n"
             f"  HTTP base (Qwen-Audio):    {ep.http_base}\n"
             f"  Dialog WebSocket:          {ep.websocket_base}\n"
             f"  Realtime WebSocket:        {ep.realtime_url}\n"
@@ -127,13 +127,6 @@ def _pocketsphinx() -> str:
     decoder.process_raw(b"\0" * 3200, full_utt=True)
     decoder.end_utt()
     return f"en-us model at {model}"
-
-
-def _engine_parts(server: Any) -> str:
-    """What the server's engine hears and speaks with, e.g. "ASR: grammar + Whisper base; TTS: …"."""
-    whisper = getattr(getattr(server.app.state.engine, "recognizer", None), "whisper", None)
-    ears = f"Whisper {whisper.name}" if whisper is not None else "pocketsphinx's open LM"
-    return f"ASR: pocketsphinx grammar + {ears}; TTS: eSpeak NG"
 
 
 def _asr_tier() -> str:

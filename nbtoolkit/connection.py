@@ -103,6 +103,6 @@ def connect(
         reason = "local=True" if local else "no DASHSCOPE_API_KEY is set"
         print(
             f"nbtoolkit: {reason}, so answers come from the offline engine at {server.base_url} "
-            "(pocketsphinx + eSpeak NG; it is not the cloud model)."
+            f"({server.app.state.engine.summary}; it is not the cloud model)."
         )
     return server.endpoints

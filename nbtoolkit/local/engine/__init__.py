@@ -45,6 +45,14 @@ class Engine:
     def asr_mode(self) -> str:
         return self.recognizer.mode
 
+    @property
+    def summary(self) -> str:
+        """What the engine hears and speaks with, for people: "ASR: pocketsphinx grammar + Whisper
+        base; TTS: eSpeak NG" (loads nothing)."""
+        whisper = self.recognizer.whisper
+        ears = f"Whisper {whisper.name}" if whisper is not None else "pocketsphinx's open LM"
+        return f"ASR: pocketsphinx grammar + {ears}; TTS: eSpeak NG"
+
     def load(self) -> Engine:
         """Load every model now (ASR decoders, eSpeak) instead of on first use."""
         self.recognizer.load()
