@@ -514,3 +514,12 @@ def test_spoken_english_puts_numbers_titles_and_punctuation_in_spoken_form() -> 
     )
     assert wer("go forward ten meters", "Go forward 10 meters.", spoken=True) == 0.0
     assert wer("go forward ten meters", "Go forward 10 meters.") == 0.25
+
+
+def test_the_engine_summary_names_the_open_vocabulary_tier_in_use(
+    engine: Engine, whisper_engine: Engine
+) -> None:
+    assert engine.summary == "ASR: pocketsphinx grammar + pocketsphinx's open LM; TTS: eSpeak NG"
+    assert whisper_engine.recognizer.whisper is not None
+    name = whisper_engine.recognizer.whisper.name
+    assert whisper_engine.summary == f"ASR: pocketsphinx grammar + Whisper {name}; TTS: eSpeak NG"
