@@ -21,31 +21,10 @@ __all__ = ["main"]
 
 
 # =========================================================================== serve
-#: Environment variables that set the threads of BLAS and OpenMP pools; a user's choice is kept.
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def _one_thread_per_job() -> None:
-    """Limit BLAS and OpenMP pools to one thread in this process, unless the environment sets them.
-
-    The server runs one engine job per core on its own threads; math-library pools beside them only
-    spin between calls. Measured on 2 cores: one Whisper-checked question took 280 ms of CPU with
-    numpy's OpenBLAS at its default 2 threads and 170 ms at 1, in the same wall time. Only the
-    dedicated ``serve`` process does this: in a notebook the pools are the user's.
-    """
-    if any(os.environ.get(name) for name in _THREAD_VARIABLES):
-        return
-    os.environ["OMP_NUM_THREADS"] = "1"  # pools that load later (CTranslate2's OpenMP)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)  # pools already loaded (numpy's OpenBLAS)
-
-
 def _serve(args: argparse.Namespace) -> int:
     from nbtoolkit.errors import NbToolkitError
     from nbtoolkit.local.server import start
 
-    _one_thread_per_job()
     try:
         server = start(
             host=args.host,

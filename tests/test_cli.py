@@ -117,35 +117,3 @@ def test_doctor_exits_1_and_prints_the_fix_when_something_essential_fails(
     assert re.search(r"ASR\s+MISSING\s+ImportError", out)
     assert "fix: pip install pocketsphinx" in out
     assert re.search(r"Chromium\s+note", out)
-
-
-_POOLS = (
-    "import json, os, numpy\n"
-    "from threadpoolctl import threadpool_info\n"
-    "from nbtoolkit import cli\n"
-    "def blas(): return [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']\n"
-    "before = blas()\n"
-    "cli._one_thread_per_job()\n"
-    "print(json.dumps([os.environ.get('OMP_NUM_THREADS'), before, blas()]))\n"
-)
-
-
-@pytest.mark.parametrize("preset", [None, "2"], ids=["unset", "the user's own"])
-def test_serve_runs_math_pools_on_one_thread_unless_the_environment_says_otherwise(
-    preset: str | None,
-) -> None:
-    import json
-
-    env = {k: v for k, v in os.environ.items() if k not in cli._THREAD_VARIABLES}
-    if preset:
-        env["OMP_NUM_THREADS"] = preset
-    out = subprocess.run(
-        [sys.executable, "-c", _POOLS], env=env, capture_output=True, text=True, timeout=timeout(60)
-    )
-    assert out.returncode == 0, out.stderr
-    omp, before, after = json.loads(out.stdout)
-    assert before, "numpy's BLAS pool was not found"
-    if preset is None:
-        assert omp == "1" and after == [1] * len(before)
-    else:
-        assert omp == preset and after == before

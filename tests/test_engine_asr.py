@@ -523,3 +523,15 @@ def test_the_engine_summary_names_the_open_vocabulary_tier_in_use(
     assert whisper_engine.recognizer.whisper is not None
     name = whisper_engine.recognizer.whisper.name
     assert whisper_engine.summary == f"ASR: pocketsphinx grammar + Whisper {name}; TTS: eSpeak NG"
+
+
+def test_whisper_features_without_blas_are_the_extractors_own(whisper_engine: Engine) -> None:
+    from nbtoolkit.local.engine.whisper import log_mel
+
+    assert whisper_engine.recognizer.whisper is not None
+    extractor = whisper_engine.recognizer.whisper.load()._model.feature_extractor
+    speech = _padded(whisper_engine, "what is one plus one").astype(np.float32) / 32768.0
+    for audio in (speech, np.pad(speech, (0, 160000 - len(speech)))):
+        ours, theirs = log_mel(extractor, audio), extractor(audio)
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+        assert np.abs(ours - theirs).max() < 1e-5
